@@ -1,0 +1,59 @@
+"""``WireEvent``: an incoming event as decoded before its payload, whatever its format."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+EventId = Annotated[str, Meta(min_length=1, max_length=128)]
+EventType = Annotated[str, Meta(min_length=1, max_length=255)]
+UtcTimestamp = Annotated[datetime, Meta(tz=True)]
+
+#: Separates CloudEvents ``source`` and ``id`` in an identity; never valid in either.
+IDENTITY_SEPARATOR = "\x1f"
+
+
+class EventFormat(enum.Enum):
+    """Which codec an incoming event was written in."""
+
+    EVENTKIT = "eventkit"
+    CLOUDEVENTS_BINARY = "cloudevents-binary"
+    CLOUDEVENTS_STRUCTURED = "cloudevents-structured"
+
+
+class WireEvent(msgspec.Struct, kw_only=True):
+    """The eventkit JSON envelope with ``data`` kept raw; CloudEvents are mapped onto it.
+
+    ``specversion`` is only ever set by a CloudEvent: an eventkit body that carries one is
+    re-read as a structured CloudEvent. ``data`` stays undecoded until a handler's payload
+    decoder reads it.
+    """
+
+    event_id: EventId
+    event_type: EventType
+    event_timestamp: UtcTimestamp
+    source_service: str
+    correlation_id: str
+    data: msgspec.Raw
+    schema_version: int = 1
+    metadata: dict[str, Any] | None = None
+    specversion: str | None = None
+    datacontenttype: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """What makes the event unique: ``event_id``, or ``source`` + ``id`` for CloudEvents."""
+        if self.specversion is None:
+            return self.event_id
+        return f"{self.source_service}{IDENTITY_SEPARATOR}{self.event_id}"
+
+    def metadata_str(self, name: str) -> str | None:
+        """A metadata value if it is a string; values of other types are ignored."""
+        if self.metadata is None:
+            return None
+        value = self.metadata.get(name)
+        return value if isinstance(value, str) else None

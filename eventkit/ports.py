@@ -1,0 +1,165 @@
+"""The ports the core depends on; transports, stores and clocks are adapters behind them.
+
+The core never imports a client library: a Kafka consumer, a Redis store or a fake clock only
+has to satisfy these protocols.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from eventkit.outcomes import Outcome
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class TopicPartition(NamedTuple):
+    """One partition of one topic; equal to aiokafka's ``TopicPartition`` with the same fields."""
+
+    topic: str
+    partition: int
+
+
+class Record(Protocol):
+    """A record as the transport delivered it: raw bytes, never deserialized by the client."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int:
+        """Milliseconds since the epoch, as the broker stamped it."""
+        ...
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers: ...
+
+
+class RebalanceListener(Protocol):
+    """Called by a consumer when the group moves partitions to or away from it."""
+
+    async def on_partitions_revoked(self, revoked: frozenset[TopicPartition]) -> None: ...
+    async def on_partitions_assigned(self, assigned: frozenset[TopicPartition]) -> None: ...
+
+
+class Consumer(Protocol):
+    """A group member that fetches raw records and commits explicit offsets.
+
+    Offsets passed to ``commit`` are the *next* offset to read (the first unfinished one).
+    Rebalance listener calls happen inside ``getmany``, as with Kafka clients.
+    """
+
+    async def start(self, topics: Collection[str], listener: RebalanceListener) -> None: ...
+    async def stop(self) -> None: ...
+    # a bounded poll, as the Kafka client's: cancelling it from outside could lose a fetch
+    async def getmany(
+        self,
+        timeout: float,  # noqa: ASYNC109
+        max_records: int,
+    ) -> Mapping[TopicPartition, Sequence[Record]]: ...
+    def assignment(self) -> frozenset[TopicPartition]: ...
+    def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
+    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+    async def committed(self, partition: TopicPartition) -> int | None: ...
+
+
+class Publisher(Protocol):
+    """Sends raw records and returns once the broker acknowledged them.
+
+    Raises ``PublishError`` when the send was not acknowledged, and
+    ``PublisherNotStartedError`` before ``start`` or after ``stop``.
+    """
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+    ) -> None: ...
+
+
+class ClaimStatus(enum.Enum):
+    """The answer of the idempotency store to a claim."""
+
+    CLAIMED = "claimed"
+    DUPLICATE = "duplicate"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A request to claim one idempotency key; ``replay_id`` marks a replayed dead letter."""
+
+    key: str
+    replay_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The store's answer for one key.
+
+    - ``CLAIMED``: ``token`` is the lease token every later call must present.
+    - ``DUPLICATE``: ``outcome`` and ``payload_hash`` are those recorded when it was done.
+    - ``BUSY``: another live lease holds the key; ``retry_after`` is the seconds it has left.
+    ``attempts`` counts handler starts recorded so far for the key.
+    """
+
+    status: ClaimStatus
+    token: str | None = None
+    outcome: Outcome | None = None
+    payload_hash: str | None = None
+    retry_after: float = 0.0
+    attempts: int = 0
+
+
+class IdempotencyStore(Protocol):
+    """The lease state machine of the reliability contract (R4).
+
+    Token-checked calls return ``False`` (or raise ``LeaseLostError`` for ``start``) when the
+    token no longer holds the key. Unreachable stores raise ``StoreUnavailableError``.
+    """
+
+    async def claim(self, requests: Sequence[ClaimRequest], lease_seconds: float) -> list[Claim]:
+        """Claim every key in one round trip; answers are in request order."""
+        ...
+
+    async def start(self, key: str, token: str) -> int:
+        """Count one handler start and return the attempts including this one."""
+        ...
+
+    async def renew(self, key: str, token: str, lease_seconds: float) -> bool: ...
+    async def complete(
+        self, key: str, token: str, outcome: Outcome, payload_hash: str, ttl_seconds: float
+    ) -> bool:
+        """Mark the key done with its outcome (``HANDLED`` or ``DEAD_LETTERED``)."""
+        ...
+
+    async def release(self, key: str, token: str) -> bool:
+        """Give the key up so that a later delivery claims it again."""
+        ...
+
+
+class Clock(Protocol):
+    """Time, injected so retry and lease tests run instantly on a fake clock."""
+
+    def now(self) -> float:
+        """Wall-clock seconds since the epoch (for timestamps)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin that never go backwards (for durations)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
