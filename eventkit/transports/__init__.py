@@ -1,0 +1,1 @@
+"""Transports: adapters of the ``Consumer`` and ``Publisher`` ports (in memory, Kafka)."""
