@@ -1,0 +1,269 @@
+"""``InMemoryIdempotencyStore``: the R4 lease state machine in one process.
+
+It has the semantics the Redis store has, so one contract suite runs on both; it is the store
+of the in-memory bus and of tests, never of a Kafka worker unless chosen explicitly (R1).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from eventkit._mutation import is_planted
+from eventkit.clock import SystemClock
+from eventkit.errors import LeaseLostError, StoreUnavailableError
+from eventkit.outcomes import Outcome
+from eventkit.ports import Claim, ClaimRequest, ClaimStatus, Clock
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: The outcomes ``complete`` records; every other outcome is refused.
+DONE_OUTCOMES = frozenset({Outcome.HANDLED, Outcome.DEAD_LETTERED})
+
+#: How long a key that is not done remembers its attempts after its last lease ended.
+DEFAULT_ATTEMPTS_TTL = 7 * 24 * 3600.0
+
+#: At least this many claims (and at least as many as there are keys) between sweeps.
+DEFAULT_SWEEP_EVERY = 1024
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One key. Its state is derived from the deadlines, so expiry needs no timer.
+
+    Leased while ``token`` is set and ``lease_deadline`` is ahead; otherwise done while
+    ``outcome`` is set and ``done_deadline`` is ahead; otherwise free. A replay lease sits on
+    top of a done record, so a replay that is released or crashes leaves the key done.
+    """
+
+    attempts: int = 0
+    token: str | None = None
+    lease_deadline: float = 0.0
+    lease_replay_id: str | None = None
+    # how long a free key remembers its attempts (crash loops end only if they are kept)
+    retain_until: float = 0.0
+    outcome: Outcome | None = None
+    payload_hash: str | None = None
+    done_deadline: float = 0.0
+    completed_replays: set[str] = field(default_factory=set)
+
+    def leased(self, now: float) -> bool:
+        return self.token is not None and now < self.lease_deadline
+
+    def done(self, now: float) -> bool:
+        return self.outcome is not None and now < self.done_deadline
+
+    def alive(self, now: float) -> bool:
+        if self.leased(now):
+            return True
+        if self.outcome is not None:
+            # a done record past its TTL takes the whole key with it, attempts and replays too
+            return now < self.done_deadline
+        return self.attempts > 0 and now < self.retain_until
+
+
+class InMemoryIdempotencyStore:
+    """The ``IdempotencyStore`` port in process memory, with the whole R4 state machine.
+
+    - ``claim`` answers in request order: a free key (or one whose lease expired) is
+      ``CLAIMED`` with a fresh token and its attempts kept; a key under a live lease is
+      ``BUSY`` with the seconds left; a done key is ``DUPLICATE`` with its outcome, hash and
+      attempts. A request with a ``replay_id`` claims a key done as ``DEAD_LETTERED`` once per
+      replay id, with attempts counted afresh. A key named twice in one call is ``BUSY`` the
+      second time: the first request's lease holds it.
+    - ``start``, ``renew``, ``complete`` and ``release`` need the token of a live lease;
+      otherwise they return ``False`` (``start`` raises ``LeaseLostError``).
+    - Done keys are forgotten after their TTL; free keys keep their attempts for
+      ``attempts_ttl_seconds``. Expired entries are dropped lazily, when a call touches them
+      and in a sweep after as many claims as there are keys (at least ``sweep_every``), so
+      memory stays bounded at a constant cost per claim.
+
+    ``set_unavailable(True)`` is a fault-injection switch for tests and the in-memory bus:
+    every store call then raises ``StoreUnavailableError``, as an unreachable Redis would.
+    """
+
+    __slots__ = (
+        "_attempts_ttl",
+        "_claims_since_sweep",
+        "_clock",
+        "_entries",
+        "_sweep_every",
+        "_unavailable",
+    )
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        attempts_ttl_seconds: float = DEFAULT_ATTEMPTS_TTL,
+        sweep_every: int = DEFAULT_SWEEP_EVERY,
+    ) -> None:
+        if attempts_ttl_seconds <= 0:
+            raise ValueError("attempts_ttl_seconds must be positive")
+        if sweep_every < 1:
+            raise ValueError("sweep_every must be at least 1")
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._attempts_ttl = attempts_ttl_seconds
+        self._sweep_every = sweep_every
+        self._claims_since_sweep = 0
+        self._entries: dict[str, _Entry] = {}
+        self._unavailable = False
+
+    def set_unavailable(self, unavailable: bool) -> None:
+        """Fault injection: while on, every store call raises ``StoreUnavailableError``."""
+        self._unavailable = unavailable
+
+    def __len__(self) -> int:
+        """How many keys the store still remembers (expired ones are dropped first)."""
+        self._sweep(self._clock.monotonic())
+        return len(self._entries)
+
+    async def claim(self, requests: Sequence[ClaimRequest], lease_seconds: float) -> list[Claim]:
+        """Claim every key at once; answers are in request order.
+
+        Raises ``ValueError`` for a lease that is not positive.
+        """
+        self._check_available()
+        _check_positive("lease_seconds", lease_seconds)
+        now = self._clock.monotonic()
+        self._claims_since_sweep += len(requests)
+        # sweeping every max(sweep_every, size) claims keeps the cost per claim constant
+        if self._claims_since_sweep >= max(self._sweep_every, len(self._entries)):
+            self._sweep(now)
+        return [self._claim_one(request, now, lease_seconds) for request in requests]
+
+    async def start(self, key: str, token: str) -> int:
+        """Count one handler start and return the attempts including this one.
+
+        Raises ``LeaseLostError`` unless ``token`` holds a live lease on ``key``.
+        """
+        self._check_available()
+        entry = self._held(key, token, self._clock.monotonic())
+        if entry is None:
+            raise LeaseLostError(f"the lease on {key!r} is lost")
+        entry.attempts += 1
+        return entry.attempts
+
+    async def renew(self, key: str, token: str, lease_seconds: float) -> bool:
+        """Extend a live lease to ``lease_seconds`` from now; ``False`` if the token lost it."""
+        self._check_available()
+        _check_positive("lease_seconds", lease_seconds)
+        now = self._clock.monotonic()
+        entry = self._held(key, token, now)
+        if entry is None:
+            return False
+        entry.lease_deadline = now + lease_seconds
+        entry.retain_until = entry.lease_deadline + self._attempts_ttl
+        return True
+
+    async def complete(
+        self, key: str, token: str, outcome: Outcome, payload_hash: str, ttl_seconds: float
+    ) -> bool:
+        """Mark the key done for ``ttl_seconds``; ``False`` if the token lost the lease.
+
+        Raises ``ValueError`` for an outcome other than ``HANDLED`` or ``DEAD_LETTERED``.
+        """
+        self._check_available()
+        if outcome not in DONE_OUTCOMES:
+            raise ValueError(f"a key is done as handled or dead_lettered, not {outcome.value}")
+        _check_positive("ttl_seconds", ttl_seconds)
+        now = self._clock.monotonic()
+        entry = self._held(key, token, now)
+        if entry is None:
+            if not is_planted("complete_without_token_check"):
+                return False
+            # planted bug: a stale or foreign token overwrites whatever holds the key
+            entry = self._entries.setdefault(key, _Entry())
+        if entry.lease_replay_id is not None:
+            entry.completed_replays.add(entry.lease_replay_id)
+        entry.outcome = outcome
+        entry.payload_hash = payload_hash
+        entry.done_deadline = now + ttl_seconds
+        entry.token = None
+        return True
+
+    async def release(self, key: str, token: str) -> bool:
+        """Give the lease up, keeping attempts; ``False`` if the token lost the lease."""
+        self._check_available()
+        now = self._clock.monotonic()
+        entry = self._held(key, token, now)
+        if entry is None:
+            return False
+        entry.token = None
+        entry.retain_until = now + self._attempts_ttl
+        if not entry.alive(now):
+            del self._entries[key]
+        return True
+
+    def _claim_one(self, request: ClaimRequest, now: float, lease_seconds: float) -> Claim:
+        entry = self._live(request.key, now)
+        if entry is None:
+            entry = self._entries[request.key] = _Entry()
+        if entry.leased(now):
+            if is_planted("busy_as_duplicate"):
+                # planted bug: a live lease is mistaken for a finished key
+                return Claim(
+                    ClaimStatus.DUPLICATE, outcome=Outcome.HANDLED, attempts=entry.attempts
+                )
+            return Claim(
+                ClaimStatus.BUSY, retry_after=entry.lease_deadline - now, attempts=entry.attempts
+            )
+        if entry.done(now):
+            replay_id = request.replay_id
+            if (
+                replay_id is None
+                or entry.outcome is not Outcome.DEAD_LETTERED
+                or replay_id in entry.completed_replays
+            ):
+                return Claim(
+                    ClaimStatus.DUPLICATE,
+                    outcome=entry.outcome,
+                    payload_hash=entry.payload_hash,
+                    attempts=entry.attempts,
+                )
+            if entry.lease_replay_id != replay_id:
+                # a new replay starts its own attempt count; the same replay after a crash keeps it
+                entry.attempts = 0
+        return self._lease(entry, request.replay_id, now, lease_seconds)
+
+    def _lease(
+        self, entry: _Entry, replay_id: str | None, now: float, lease_seconds: float
+    ) -> Claim:
+        token = secrets.token_hex(16)
+        entry.token = token
+        entry.lease_deadline = now + lease_seconds
+        entry.lease_replay_id = replay_id
+        entry.retain_until = entry.lease_deadline + self._attempts_ttl
+        return Claim(ClaimStatus.CLAIMED, token=token, attempts=entry.attempts)
+
+    def _held(self, key: str, token: str, now: float) -> _Entry | None:
+        """The entry if ``token`` holds a live lease on it."""
+        entry = self._live(key, now)
+        if entry is None or entry.token is None or not entry.leased(now):
+            return None
+        return entry if entry.token == token else None
+
+    def _live(self, key: str, now: float) -> _Entry | None:
+        """The entry of ``key``, dropping it first if it has expired."""
+        entry = self._entries.get(key)
+        if entry is not None and not entry.alive(now):
+            del self._entries[key]
+            return None
+        return entry
+
+    def _sweep(self, now: float) -> None:
+        self._claims_since_sweep = 0
+        expired = [key for key, entry in self._entries.items() if not entry.alive(now)]
+        for key in expired:
+            del self._entries[key]
+
+    def _check_available(self) -> None:
+        if self._unavailable:
+            raise StoreUnavailableError("the in-memory store is switched to unavailable")
+
+
+def _check_positive(name: str, seconds: float) -> None:
+    if not seconds > 0:
+        raise ValueError(f"{name} must be positive, not {seconds}")

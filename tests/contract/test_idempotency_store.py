@@ -1,0 +1,513 @@
+"""The idempotency store contract (R4): every adapter of ``IdempotencyStore`` must pass it.
+
+Written once against the port; ``store_harness`` runs it on each adapter. Durations are
+multiples of the harness's ``lease`` and ``ttl`` so adapters on real time can keep them short.
+The last section holds checks of the in-memory adapter's own test seams.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from eventkit.errors import LeaseLostError, StoreUnavailableError
+from eventkit.fakeclock import FakeClock
+from eventkit.idempotency import InMemoryIdempotencyStore
+from eventkit.outcomes import Outcome
+from eventkit.ports import Claim, ClaimRequest, ClaimStatus
+
+if TYPE_CHECKING:
+    from tests.contract.conftest import StoreHarness
+
+HASH = "sha256:payload-a"
+OTHER_HASH = "sha256:payload-b"
+
+
+async def claim(harness: StoreHarness, key: str, replay_id: str | None = None) -> Claim:
+    """Claim one key with the harness's lease."""
+    (answer,) = await harness.store.claim([ClaimRequest(key, replay_id)], harness.lease)
+    return answer
+
+
+async def claimed_token(harness: StoreHarness, key: str, replay_id: str | None = None) -> str:
+    """Claim one key that must be free and return its lease token."""
+    answer = await claim(harness, key, replay_id)
+    assert answer.status is ClaimStatus.CLAIMED
+    assert answer.token is not None
+    return answer.token
+
+
+async def done(
+    harness: StoreHarness, key: str, outcome: Outcome = Outcome.HANDLED, payload_hash: str = HASH
+) -> None:
+    """Claim, start and complete one key."""
+    token = await claimed_token(harness, key)
+    await harness.store.start(key, token)
+    assert await harness.store.complete(key, token, outcome, payload_hash, harness.ttl)
+
+
+# --- claim ------------------------------------------------------------------------------------
+
+
+async def test_claim_of_free_key_is_claimed_with_token(store_harness: StoreHarness) -> None:
+    """A key nobody holds is CLAIMED with a token and no attempts yet."""
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.CLAIMED
+    assert answer.token
+    assert answer.attempts == 0
+
+
+async def test_tokens_differ_between_claims(store_harness: StoreHarness) -> None:
+    """Every claim gets its own token, so one lease's token never works for another."""
+    tokens = {await claimed_token(store_harness, key) for key in ("a", "b", "c")}
+    assert len(tokens) == 3
+
+
+async def test_claim_while_leased_is_busy_never_duplicate(store_harness: StoreHarness) -> None:
+    """A key under a live lease is BUSY with the lease's remaining time, not DUPLICATE."""
+    await claimed_token(store_harness, "k")
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.BUSY
+    assert 0 < answer.retry_after <= store_harness.lease
+    assert answer.token is None
+    assert answer.outcome is None
+
+
+async def test_busy_retry_after_counts_down(store_harness: StoreHarness) -> None:
+    """``retry_after`` of a BUSY answer shrinks as the lease runs down."""
+    await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 0.5)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.BUSY
+    assert 0 < answer.retry_after <= store_harness.lease * 0.5
+
+
+async def test_expired_lease_is_taken_over_keeping_attempts(store_harness: StoreHarness) -> None:
+    """After a crashed holder's lease expires the next claim is CLAIMED, attempts kept."""
+    store = store_harness.store
+    crashed = await claimed_token(store_harness, "k")
+    assert await store.start("k", crashed) == 1
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.CLAIMED
+    assert answer.token not in (None, crashed)
+    assert answer.attempts == 1
+
+
+async def test_same_key_twice_in_one_batch_is_busy_second(store_harness: StoreHarness) -> None:
+    """A key named twice in one claim call is CLAIMED once, then BUSY under that lease."""
+    first, second = await store_harness.store.claim(
+        [ClaimRequest("k"), ClaimRequest("k")], store_harness.lease
+    )
+    assert first.status is ClaimStatus.CLAIMED
+    assert second.status is ClaimStatus.BUSY
+
+
+async def test_batch_claim_answers_in_request_order(store_harness: StoreHarness) -> None:
+    """A batch with free, leased and done keys answers each in request order."""
+    await claimed_token(store_harness, "leased")
+    await done(store_harness, "done")
+    answers = await store_harness.store.claim(
+        [
+            ClaimRequest("free-1"),
+            ClaimRequest("leased"),
+            ClaimRequest("done"),
+            ClaimRequest("free-2"),
+        ],
+        store_harness.lease,
+    )
+    assert [answer.status for answer in answers] == [
+        ClaimStatus.CLAIMED,
+        ClaimStatus.BUSY,
+        ClaimStatus.DUPLICATE,
+        ClaimStatus.CLAIMED,
+    ]
+    assert answers[2].outcome is Outcome.HANDLED
+
+
+async def test_empty_batch_claims_nothing(store_harness: StoreHarness) -> None:
+    """Claiming no keys answers an empty list."""
+    assert await store_harness.store.claim([], store_harness.lease) == []
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+async def test_start_counts_handler_starts(store_harness: StoreHarness) -> None:
+    """Each start adds one attempt; later claims report the count."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert await store.start("k", token) == 1
+    assert await store.start("k", token) == 2
+    assert await store.release("k", token)
+    answer = await claim(store_harness, "k")
+    assert answer.attempts == 2
+    assert answer.token is not None
+    assert await store.start("k", answer.token) == 3
+
+
+async def test_claim_alone_spends_no_attempt(store_harness: StoreHarness) -> None:
+    """A claim that is released without a start leaves attempts at zero."""
+    token = await claimed_token(store_harness, "k")
+    assert await store_harness.store.release("k", token)
+    assert (await claim(store_harness, "k")).attempts == 0
+
+
+async def test_start_with_wrong_token_raises_lease_lost(store_harness: StoreHarness) -> None:
+    """Starting with a token that does not hold the key raises LeaseLostError, counting nothing."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    with pytest.raises(LeaseLostError):
+        await store.start("k", "not-the-token")
+    assert await store.start("k", token) == 1
+
+
+async def test_start_after_lease_expired_raises_lease_lost(store_harness: StoreHarness) -> None:
+    """Starting after the lease expired raises LeaseLostError."""
+    token = await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    with pytest.raises(LeaseLostError):
+        await store_harness.store.start("k", token)
+
+
+async def test_start_of_unknown_key_raises_lease_lost(store_harness: StoreHarness) -> None:
+    """Starting a key that was never claimed raises LeaseLostError."""
+    with pytest.raises(LeaseLostError):
+        await store_harness.store.start("never-claimed", "token")
+
+
+# --- complete ---------------------------------------------------------------------------------
+
+
+async def test_complete_records_outcome_and_hash(store_harness: StoreHarness) -> None:
+    """After complete, claims are DUPLICATE with the recorded outcome, hash and attempts."""
+    await done(store_harness, "k", Outcome.HANDLED, HASH)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.DUPLICATE
+    assert answer.outcome is Outcome.HANDLED
+    assert answer.payload_hash == HASH
+    assert answer.attempts == 1
+    assert answer.token is None
+
+
+async def test_dead_lettered_outcome_is_recorded(store_harness: StoreHarness) -> None:
+    """A key completed as DEAD_LETTERED is a DUPLICATE with that outcome."""
+    await done(store_harness, "k", Outcome.DEAD_LETTERED, OTHER_HASH)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.DUPLICATE
+    assert answer.outcome is Outcome.DEAD_LETTERED
+    assert answer.payload_hash == OTHER_HASH
+
+
+async def test_complete_with_wrong_token_is_refused(store_harness: StoreHarness) -> None:
+    """Complete with a token that does not hold the key is False and the key stays leased."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert not await store.complete("k", "not-the-token", Outcome.HANDLED, HASH, store_harness.ttl)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.BUSY
+    assert await store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+
+
+async def test_complete_of_unclaimed_key_is_refused(store_harness: StoreHarness) -> None:
+    """Complete of a key nobody claimed is False and the key stays free."""
+    store = store_harness.store
+    assert not await store.complete("k", "token", Outcome.HANDLED, HASH, store_harness.ttl)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.CLAIMED
+
+
+async def test_complete_after_takeover_is_refused(store_harness: StoreHarness) -> None:
+    """A holder whose lease expired and was taken over cannot complete; the new holder can."""
+    store = store_harness.store
+    stale = await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    current = await claimed_token(store_harness, "k")
+    assert not await store.complete("k", stale, Outcome.HANDLED, HASH, store_harness.ttl)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.BUSY
+    assert await store.complete("k", current, Outcome.HANDLED, OTHER_HASH, store_harness.ttl)
+    assert (await claim(store_harness, "k")).payload_hash == OTHER_HASH
+
+
+async def test_complete_after_lease_expired_is_refused(store_harness: StoreHarness) -> None:
+    """Complete after the lease expired is False and the key can be claimed again."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    assert not await store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.CLAIMED
+
+
+async def test_complete_twice_is_refused(store_harness: StoreHarness) -> None:
+    """A token that completed the key no longer holds it: a second complete is False."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert await store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+    assert not await store.complete("k", token, Outcome.DEAD_LETTERED, HASH, store_harness.ttl)
+    assert (await claim(store_harness, "k")).outcome is Outcome.HANDLED
+
+
+@pytest.mark.parametrize("outcome", [Outcome.DUPLICATE, Outcome.SKIPPED, Outcome.DEFERRED])
+async def test_complete_refuses_outcomes_not_recorded(
+    store_harness: StoreHarness, outcome: Outcome
+) -> None:
+    """Only HANDLED and DEAD_LETTERED can be recorded; other outcomes raise ValueError."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    with pytest.raises(ValueError, match="handled or dead_lettered"):
+        await store.complete("k", token, outcome, HASH, store_harness.ttl)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.BUSY
+
+
+async def test_done_key_is_free_after_its_ttl(store_harness: StoreHarness) -> None:
+    """A done key is DUPLICATE within its TTL and free again, attempts zero, after it."""
+    await done(store_harness, "k")
+    await store_harness.pass_time(store_harness.ttl * 0.5)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.DUPLICATE
+    await store_harness.pass_time(store_harness.ttl)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.CLAIMED
+    assert answer.attempts == 0
+
+
+# --- release ----------------------------------------------------------------------------------
+
+
+async def test_release_frees_the_key(store_harness: StoreHarness) -> None:
+    """After release the next claim is CLAIMED at once, with the attempts kept."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    await store.start("k", token)
+    assert await store.release("k", token)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.CLAIMED
+    assert answer.attempts == 1
+
+
+async def test_release_with_wrong_token_is_refused(store_harness: StoreHarness) -> None:
+    """Release with a token that does not hold the key is False and the lease still holds."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert not await store.release("k", "not-the-token")
+    assert (await claim(store_harness, "k")).status is ClaimStatus.BUSY
+    assert await store.release("k", token)
+
+
+async def test_released_token_no_longer_works(store_harness: StoreHarness) -> None:
+    """After release the old token can neither start, renew, complete nor release."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert await store.release("k", token)
+    with pytest.raises(LeaseLostError):
+        await store.start("k", token)
+    assert not await store.renew("k", token, store_harness.lease)
+    assert not await store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+    assert not await store.release("k", token)
+
+
+# --- renew ------------------------------------------------------------------------------------
+
+
+async def test_renew_extends_the_lease(store_harness: StoreHarness) -> None:
+    """A renewed lease keeps the key BUSY past the original lease, and its token still works."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 0.75)
+    assert await store.renew("k", token, store_harness.lease)
+    await store_harness.pass_time(store_harness.lease * 0.75)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.BUSY
+    assert await store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+
+
+async def test_renew_with_wrong_token_is_refused(store_harness: StoreHarness) -> None:
+    """Renew with a wrong token is False and does not extend the lease."""
+    store = store_harness.store
+    await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 0.75)
+    assert not await store.renew("k", "not-the-token", store_harness.lease)
+    await store_harness.pass_time(store_harness.lease * 0.75)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.CLAIMED
+
+
+async def test_renew_after_lease_expired_is_refused(store_harness: StoreHarness) -> None:
+    """A lease that expired cannot be renewed back to life."""
+    token = await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    assert not await store_harness.store.renew("k", token, store_harness.lease)
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+async def test_replay_claims_dead_lettered_key_once_per_id(store_harness: StoreHarness) -> None:
+    """A replay id claims a dead-lettered key once; done, it is DUPLICATE; a new id claims."""
+    store = store_harness.store
+    await done(store_harness, "k", Outcome.DEAD_LETTERED)
+    replay = await claim(store_harness, "k", replay_id="r1")
+    assert replay.status is ClaimStatus.CLAIMED
+    assert replay.attempts == 0
+    assert replay.token is not None
+    assert await store.complete("k", replay.token, Outcome.DEAD_LETTERED, HASH, store_harness.ttl)
+    again = await claim(store_harness, "k", replay_id="r1")
+    assert again.status is ClaimStatus.DUPLICATE
+    assert again.outcome is Outcome.DEAD_LETTERED
+    assert (await claim(store_harness, "k", replay_id="r2")).status is ClaimStatus.CLAIMED
+
+
+async def test_replay_that_handles_ends_replays(store_harness: StoreHarness) -> None:
+    """Once a replay completes HANDLED, no replay id claims the key again."""
+    await done(store_harness, "k", Outcome.DEAD_LETTERED)
+    token = await claimed_token(store_harness, "k", replay_id="r1")
+    assert await store_harness.store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+    answer = await claim(store_harness, "k", replay_id="r2")
+    assert answer.status is ClaimStatus.DUPLICATE
+    assert answer.outcome is Outcome.HANDLED
+
+
+async def test_replay_never_reclaims_handled_key(store_harness: StoreHarness) -> None:
+    """A key done as HANDLED is DUPLICATE even for a replay id."""
+    await done(store_harness, "k", Outcome.HANDLED)
+    answer = await claim(store_harness, "k", replay_id="r1")
+    assert answer.status is ClaimStatus.DUPLICATE
+    assert answer.outcome is Outcome.HANDLED
+
+
+async def test_dead_lettered_key_is_duplicate_without_replay_id(
+    store_harness: StoreHarness,
+) -> None:
+    """A redelivered original of a dead-lettered key (no replay id) is DUPLICATE."""
+    await done(store_harness, "k", Outcome.DEAD_LETTERED)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.DUPLICATE
+
+
+async def test_replay_lease_makes_others_busy(store_harness: StoreHarness) -> None:
+    """While a replay holds the key, other claims, replays or not, are BUSY."""
+    await done(store_harness, "k", Outcome.DEAD_LETTERED)
+    await claimed_token(store_harness, "k", replay_id="r1")
+    assert (await claim(store_harness, "k")).status is ClaimStatus.BUSY
+    assert (await claim(store_harness, "k", replay_id="r2")).status is ClaimStatus.BUSY
+
+
+async def test_released_replay_leaves_key_dead_lettered(store_harness: StoreHarness) -> None:
+    """A replay that releases leaves the key DUPLICATE dead-lettered; its id may claim again."""
+    store = store_harness.store
+    await done(store_harness, "k", Outcome.DEAD_LETTERED)
+    token = await claimed_token(store_harness, "k", replay_id="r1")
+    assert await store.start("k", token) == 1
+    assert await store.release("k", token)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.DUPLICATE
+    assert answer.outcome is Outcome.DEAD_LETTERED
+    retry = await claim(store_harness, "k", replay_id="r1")
+    assert retry.status is ClaimStatus.CLAIMED
+    assert retry.attempts == 1
+
+
+async def test_crashed_replay_keeps_its_attempts(store_harness: StoreHarness) -> None:
+    """A replay whose lease expired is taken over by the same replay id with attempts kept."""
+    store = store_harness.store
+    await done(store_harness, "k", Outcome.DEAD_LETTERED)
+    token = await claimed_token(store_harness, "k", replay_id="r1")
+    assert await store.start("k", token) == 1
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    assert (await claim(store_harness, "k")).status is ClaimStatus.DUPLICATE
+    assert (await claim(store_harness, "k", replay_id="r1")).attempts == 1
+
+
+# --- the in-memory adapter's own seams (not part of the port) ---------------------------------
+
+
+def memory_store() -> tuple[InMemoryIdempotencyStore, FakeClock]:
+    """An in-memory store on a fake clock."""
+    clock = FakeClock()
+    return InMemoryIdempotencyStore(clock, attempts_ttl_seconds=100.0, sweep_every=4), clock
+
+
+async def test_memory_store_forgets_expired_entries() -> None:
+    """Expired leases, released keys and done keys past their TTL are dropped from memory."""
+    store, clock = memory_store()
+    claims = await store.claim([ClaimRequest(f"k{i}") for i in range(3)], 10.0)
+    tokens = [answer.token for answer in claims]
+    assert all(tokens)
+    assert await store.start("k0", str(tokens[0])) == 1
+    assert await store.release("k0", str(tokens[0]))
+    assert await store.complete("k1", str(tokens[1]), Outcome.HANDLED, HASH, 50.0)
+    assert len(store) == 3
+    clock.advance(20.0)  # k2's lease expired with no start: nothing to remember
+    assert len(store) == 2
+    clock.advance(40.0)  # k1's done TTL passed
+    assert len(store) == 1
+    clock.advance(100.0)  # k0's attempts are kept no longer
+    assert len(store) == 0
+
+
+async def test_memory_store_sweeps_while_claiming() -> None:
+    """Claims purge expired entries every few calls, so memory stays bounded."""
+    store, clock = memory_store()
+    for round_ in range(50):
+        await store.claim([ClaimRequest(f"k{round_}")], 1.0)
+        clock.advance(2.0)
+    # the raw table, since len() itself purges: only the sweep keeps this one small
+    assert len(store._entries) < 8
+
+
+async def test_memory_store_released_key_without_attempts_is_forgotten() -> None:
+    """A key released before any start leaves nothing behind."""
+    store, _ = memory_store()
+    token = (await store.claim([ClaimRequest("k")], 10.0))[0].token
+    assert await store.release("k", str(token))
+    assert len(store) == 0
+
+
+async def test_memory_store_unavailable_switch_fails_every_call() -> None:
+    """``set_unavailable(True)`` makes every call raise StoreUnavailableError until switched off."""
+    store, _ = memory_store()
+    token = str((await store.claim([ClaimRequest("k")], 10.0))[0].token)
+    store.set_unavailable(True)
+    with pytest.raises(StoreUnavailableError):
+        await store.claim([ClaimRequest("k")], 10.0)
+    with pytest.raises(StoreUnavailableError):
+        await store.start("k", token)
+    with pytest.raises(StoreUnavailableError):
+        await store.renew("k", token, 10.0)
+    with pytest.raises(StoreUnavailableError):
+        await store.complete("k", token, Outcome.HANDLED, HASH, 10.0)
+    with pytest.raises(StoreUnavailableError):
+        await store.release("k", token)
+    store.set_unavailable(False)
+    assert await store.complete("k", token, Outcome.HANDLED, HASH, 10.0)
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0])
+async def test_memory_store_refuses_non_positive_durations(seconds: float) -> None:
+    """Leases and TTLs must be positive; zero or negative raises ValueError."""
+    store, _ = memory_store()
+    with pytest.raises(ValueError, match="lease_seconds"):
+        await store.claim([ClaimRequest("k")], seconds)
+    token = str((await store.claim([ClaimRequest("k")], 10.0))[0].token)
+    with pytest.raises(ValueError, match="lease_seconds"):
+        await store.renew("k", token, seconds)
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        await store.complete("k", token, Outcome.HANDLED, HASH, seconds)
+
+
+async def test_memory_store_defaults_to_the_system_clock() -> None:
+    """Without a clock the store runs on real time: a fresh lease is BUSY for about its length."""
+    store = InMemoryIdempotencyStore()
+    await store.claim([ClaimRequest("k")], 60.0)
+    (answer,) = await store.claim([ClaimRequest("k")], 60.0)
+    assert answer.status is ClaimStatus.BUSY
+    assert 50.0 < answer.retry_after <= 60.0
+
+
+@pytest.mark.parametrize(
+    ("attempts_ttl_seconds", "sweep_every", "message"),
+    [(0.0, 10, "attempts_ttl_seconds"), (10.0, 0, "sweep_every")],
+)
+def test_memory_store_refuses_bad_settings(
+    attempts_ttl_seconds: float, sweep_every: int, message: str
+) -> None:
+    """A non-positive attempts TTL or sweep interval raises ValueError at construction."""
+    with pytest.raises(ValueError, match=message):
+        InMemoryIdempotencyStore(
+            FakeClock(), attempts_ttl_seconds=attempts_ttl_seconds, sweep_every=sweep_every
+        )
