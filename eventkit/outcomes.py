@@ -18,6 +18,9 @@ class Outcome(enum.Enum):
     DEAD_LETTERED = "dead_lettered"
     DEFERRED = "deferred"
 
+    # members are singletons: identity hashing is exact and skips Enum's Python-level hash
+    __hash__ = object.__hash__
+
     @property
     def is_final(self) -> bool:
         """Whether the record is finished and its offset may be committed past."""

@@ -97,6 +97,9 @@ class ClaimStatus(enum.Enum):
     DUPLICATE = "duplicate"
     BUSY = "busy"
 
+    # members are singletons: identity hashing is exact and skips Enum's Python-level hash
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:

@@ -25,12 +25,12 @@ class EventFormat(enum.Enum):
     CLOUDEVENTS_STRUCTURED = "cloudevents-structured"
 
 
-class WireEvent(msgspec.Struct, kw_only=True):
+class WireEvent(msgspec.Struct, kw_only=True, gc=False):
     """The eventkit JSON envelope with ``data`` kept raw; CloudEvents are mapped onto it.
 
     ``specversion`` is only ever set by a CloudEvent: an eventkit body that carries one is
     re-read as a structured CloudEvent. ``data`` stays undecoded until a handler's payload
-    decoder reads it.
+    decoder reads it. Instances hold no cycles, so the garbage collector need not track them.
     """
 
     event_id: EventId

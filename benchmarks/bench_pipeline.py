@@ -1,0 +1,236 @@
+"""Per-record overhead of eventkit's default chain over a bare decode-and-call loop.
+
+Runs, interleaved and repeated, on the same pre-encoded envelopes (about 480 bytes each):
+
+- bare: ``msgspec`` decodes the envelope with its typed payload and calls the handler;
+- eventkit, idempotency off: a partition lane runs the chain as shipped (observe, dead
+  letter guard, route, decode, typed payload, retry, offset tracking) into a no-op handler;
+- eventkit, in-memory store: the same with idempotency claims on the in-memory store.
+
+Prints µs per record for each, the added µs over bare and the ratio, as medians of the runs.
+Usage: ``python benchmarks/bench_pipeline.py [--records N] [--repeats R] [--check]``; with
+``--check`` it exits 1 when the added cost is over budget (1.5 µs, 3 µs) by more than 20%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from eventkit import EventApp
+from eventkit.clock import SystemClock
+from eventkit.envelope import EventEnvelope
+from eventkit.idempotency import InMemoryIdempotencyStore
+from eventkit.offsets import PartitionOffsets
+from eventkit.ports import TopicPartition
+from eventkit.publisher import encode_envelope, envelope_headers
+from eventkit.transports.memory import MemoryBroker
+from eventkit.worker import WorkerConfig
+from eventkit.worker.lane import Lane
+
+TOPIC = "bench-events"
+EVENT_TYPE = "CONTENT_VALIDATION_REQUESTED"
+FETCH_BATCH = 500
+BUDGET_US = {"eventkit, idempotency off": 1.5, "eventkit, in-memory store": 3.0}
+
+
+class ContentValidationRequested(msgspec.Struct):
+    content_id: str
+    user_id: str
+    title: str
+    body: str
+    tags: list[str]
+
+
+class BareEnvelope(msgspec.Struct):
+    """What a hand-written loop decodes: the same envelope, payload typed, nothing checked."""
+
+    event_id: str
+    event_type: str
+    event_timestamp: datetime
+    source_service: str
+    correlation_id: str
+    data: ContentValidationRequested
+    schema_version: int = 1
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def make_records(count: int) -> list[BenchRecord]:
+    rng = random.Random(7)
+    records = []
+    for offset in range(count):
+        payload = ContentValidationRequested(
+            content_id=str(uuid.UUID(int=rng.getrandbits(128))),
+            user_id=str(uuid.UUID(int=rng.getrandbits(128))),
+            title="A title of moderate length for the benchmark",
+            body="lorem ipsum dolor sit amet " * 5,
+            tags=["news", "sport"],
+        )
+        envelope = EventEnvelope(
+            event_type=EVENT_TYPE,
+            data=payload,
+            source_service="content-service",
+            event_timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+            metadata={"traceparent": f"00-{'a' * 32}-{'b' * 16}-01"},
+        )
+        records.append(
+            BenchRecord(
+                topic=TOPIC,
+                partition=0,
+                offset=offset,
+                timestamp=1_700_000_000_000,
+                key=payload.content_id.encode(),
+                value=encode_envelope(envelope),
+                headers=tuple(envelope_headers(envelope, None)),
+            )
+        )
+    return records
+
+
+async def run_bare(records: list[BenchRecord]) -> float:
+    decoder = msgspec.json.Decoder(BareEnvelope)
+    handled = 0
+
+    async def handler(payload: ContentValidationRequested) -> None:
+        nonlocal handled
+        handled += 1
+
+    started = time.perf_counter()
+    for record in records:
+        assert record.value is not None
+        await handler(decoder.decode(record.value).data)
+    elapsed = time.perf_counter() - started
+    assert handled == len(records)
+    return elapsed
+
+
+class _Owner:
+    def __init__(self, expected: int) -> None:
+        self.finished = 0
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    def want_pause(self, tp: TopicPartition, reason: str, paused: bool) -> None:
+        del tp, reason, paused
+
+    def record_finished(self) -> None:
+        self.finished += 1
+        if self.finished == self.expected:
+            self.done.set()
+            self.done = asyncio.Event()
+
+
+async def run_eventkit(records: list[BenchRecord], *, idempotency: bool) -> float:
+    app = EventApp("bench-service", idempotency=idempotency)
+    handled = 0
+
+    @app.handler(EVENT_TYPE, topic=TOPIC)
+    async def handle(event: ContentValidationRequested) -> None:
+        nonlocal handled
+        handled += 1
+
+    clock = SystemClock()
+    broker = MemoryBroker()
+    store = InMemoryIdempotencyStore(clock) if idempotency else None
+    dispatcher = app.build(publisher=broker.publisher(), store=store, clock=clock)
+    owner = _Owner(len(records))
+    config = WorkerConfig(max_buffered=FETCH_BATCH + 1)
+    lane = Lane(
+        TopicPartition(TOPIC, 0),
+        epoch=1,
+        dispatch=dispatcher.dispatch,
+        offsets=PartitionOffsets(),
+        owner=owner,
+        clock=clock,
+        config=config,
+    )
+    started = time.perf_counter()
+    lane.start()
+    # batches of the size the fetch loop hands over, each drained before the next
+    for first in range(0, len(records), FETCH_BATCH):
+        batch = records[first : first + FETCH_BATCH]
+        owner.expected = first + len(batch)
+        done = owner.done
+        lane.enqueue(batch)
+        await done.wait()
+    elapsed = time.perf_counter() - started
+    lane.close()
+    assert lane.task is not None
+    await lane.task
+    assert handled == len(records), (handled, len(records))
+    return elapsed
+
+
+async def measure(records: list[BenchRecord], repeats: int) -> dict[str, list[float]]:
+    modes = {
+        "bare": lambda: run_bare(records),
+        "eventkit, idempotency off": lambda: run_eventkit(records, idempotency=False),
+        "eventkit, in-memory store": lambda: run_eventkit(records, idempotency=True),
+    }
+    per_record: dict[str, list[float]] = {name: [] for name in modes}
+    for mode in modes.values():  # warm-up: imports, decoder caches
+        await mode()
+    for _ in range(repeats):
+        for name, mode in modes.items():  # interleaved, so drift hits every mode alike
+            per_record[name].append(await mode() / len(records) * 1e6)
+    return per_record
+
+
+def report(per_record: dict[str, list[float]]) -> dict[str, float]:
+    bare = per_record["bare"]
+    added: dict[str, float] = {}
+    print(f"{'mode':<28}{'us/record':>10}{'added us':>10}{'ratio':>8}")
+    for name, runs in per_record.items():
+        median = statistics.median(runs)
+        extra = statistics.median(run - base for run, base in zip(runs, bare, strict=True))
+        ratio = statistics.median(base / run for run, base in zip(runs, bare, strict=True))
+        added[name] = extra
+        print(f"{name:<28}{median:>10.2f}{extra:>10.2f}{ratio:>8.2f}")
+    return added
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--check", action="store_true", help="fail when over budget by >20%")
+    args = parser.parse_args()
+    records = make_records(args.records)
+    size = statistics.mean(len(record.value or b"") for record in records)
+    print(f"{args.records} records of {size:.0f} bytes, {args.repeats} interleaved repeats")
+    added = report(asyncio.run(measure(records, args.repeats)))
+    if not args.check:
+        return 0
+    over = {
+        name: (added[name], budget)
+        for name, budget in BUDGET_US.items()
+        if added[name] > budget * 1.2
+    }
+    for name, (value, budget) in over.items():
+        print(f"over budget: {name} adds {value:.2f} us, budget {budget} us (+20%)")
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""``EventApp``: handlers, policies and middlewares, started over a consumer and a publisher."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from eventkit.clock import SystemClock
+from eventkit.codecs.limits import DecodeLimits
+from eventkit.deadletters import DeadLetterPublisher, default_dead_letter_topic
+from eventkit.dispatcher import Dispatcher, build_dispatcher
+from eventkit.errors import ConfigurationError, PublisherNotStartedError
+from eventkit.middleware.route import UnknownEventPolicy
+from eventkit.publisher import EventPublisher
+from eventkit.retry import RetryPolicy
+from eventkit.routing import HandlerSpec, Router
+from eventkit.worker import Worker, WorkerConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from eventkit.middleware.observe import RecordObserver
+    from eventkit.pipeline import Middleware
+    from eventkit.ports import Clock, Consumer, IdempotencyStore, Publisher
+    from eventkit.testing import TestBus
+
+SEVEN_DAYS = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class AppPolicies:
+    """App-wide defaults that per-handler options override."""
+
+    service: str
+    unknown_event_types: UnknownEventPolicy = UnknownEventPolicy.SKIP
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    idempotency: bool = True
+    idempotency_ttl: float = SEVEN_DAYS
+    idempotency_ttls: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    lease_seconds: float = 30.0
+    max_claim_chunk: int = 256
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+
+    def __post_init__(self) -> None:
+        if not self.service:
+            raise ConfigurationError("service must not be empty")
+        if self.lease_seconds <= 0:
+            raise ConfigurationError("lease_seconds must be positive")
+        if self.idempotency_ttl <= 0:
+            raise ConfigurationError("idempotency_ttl must be positive")
+        if self.max_claim_chunk < 1:
+            raise ConfigurationError("max_claim_chunk must be at least 1")
+        for event_type, ttl in self.idempotency_ttls.items():
+            if ttl <= 0:
+                raise ConfigurationError(f"idempotency_ttls[{event_type!r}] must be positive")
+
+    def idempotent(self, spec: HandlerSpec) -> bool:
+        return self.idempotency if spec.options.idempotent is None else spec.options.idempotent
+
+    def retry_for(self, spec: HandlerSpec) -> RetryPolicy:
+        return spec.options.retry or self.retry
+
+    def ttl_for(self, spec: HandlerSpec) -> float:
+        """The done-TTL of a handler: its option, else the per-type override, else default."""
+        if spec.options.idempotency_ttl is not None:
+            return spec.options.idempotency_ttl
+        return self.idempotency_ttls.get(spec.event_type, self.idempotency_ttl)
+
+
+class EventApp(Router):
+    """A service's event handlers and the policies around them.
+
+    Register handlers with ``@app.handler(event_type, topic=...)`` or ``include_router``;
+    run them with ``await app.start(...)`` / ``await app.stop()`` inside a host application,
+    or test them with ``async with app.testing() as bus``.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        group_id: str | None = None,
+        topic: str | None = None,
+        unknown_event_types: UnknownEventPolicy | str = UnknownEventPolicy.SKIP,
+        retry: RetryPolicy | None = None,
+        idempotency: bool = True,
+        idempotency_ttl: float = SEVEN_DAYS,
+        idempotency_ttls: Mapping[str, float] | None = None,
+        lease_seconds: float = 30.0,
+        limits: DecodeLimits | None = None,
+        dead_letter_topic: Callable[[str], str] = default_dead_letter_topic,
+        worker: WorkerConfig | None = None,
+    ) -> None:
+        super().__init__(topic=topic)
+        self.policies = AppPolicies(
+            service=service,
+            unknown_event_types=UnknownEventPolicy(unknown_event_types),
+            retry=retry or RetryPolicy(),
+            idempotency=idempotency,
+            idempotency_ttl=idempotency_ttl,
+            idempotency_ttls=MappingProxyType(dict(idempotency_ttls or {})),
+            lease_seconds=lease_seconds,
+            limits=limits or DecodeLimits(),
+        )
+        self.group_id = group_id or f"{service}-consumer"
+        self.dead_letter_topic = dead_letter_topic
+        self.worker_config = worker or WorkerConfig()
+        self._middlewares: list[Middleware] = []
+        self._running: _Running | None = None
+
+    @property
+    def service(self) -> str:
+        return self.policies.service
+
+    def middleware(self, middleware: Middleware) -> Middleware:
+        """Add a middleware; it runs after decoding, before idempotency, in the order added."""
+        self._middlewares.append(middleware)
+        return middleware
+
+    def validate(self) -> None:
+        """Check what can only be checked with every handler registered; raises at start-up."""
+        if not len(self):
+            raise ConfigurationError(f"app {self.service!r} has no handlers")
+        registered = {spec.event_type for spec in self}
+        unknown = sorted(set(self.policies.idempotency_ttls) - registered)
+        if unknown:
+            raise ConfigurationError(
+                f"idempotency_ttls names event types no handler is registered for: {unknown}"
+            )
+
+    def dead_letter_topics(self) -> frozenset[str]:
+        return frozenset(self.dead_letter_topic(topic) for topic in self.topics())
+
+    def build(
+        self,
+        *,
+        publisher: Publisher,
+        store: IdempotencyStore | None,
+        clock: Clock,
+        rng: random.Random | None = None,
+        observers: Sequence[RecordObserver] = (),
+    ) -> Dispatcher:
+        """Validate the app and assemble its record path over the given adapters."""
+        self.validate()
+        return build_dispatcher(
+            self,
+            self.policies,
+            group_id=self.group_id,
+            publisher=EventPublisher(publisher, source_service=self.service),
+            dead_letters=DeadLetterPublisher(
+                publisher, group_id=self.group_id, topic_for=self.dead_letter_topic
+            ),
+            store=store,
+            clock=clock,
+            rng=rng or random.Random(),
+            middlewares=self._middlewares,
+            observers=observers,
+        )
+
+    async def start(
+        self,
+        *,
+        consumer: Consumer,
+        publisher: Publisher,
+        store: IdempotencyStore | None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        observers: Sequence[RecordObserver] = (),
+    ) -> None:
+        """Start publishing and consuming inside the running event loop; signals untouched.
+
+        ``store`` may be ``None`` only when no handler is idempotent.
+        """
+        if self._running is not None:
+            raise ConfigurationError(f"app {self.service!r} is running already")
+        if store is None and any(self.policies.idempotent(spec) for spec in self):
+            raise ConfigurationError(
+                "idempotency is on but no idempotency store was given; pass one, or turn "
+                "idempotency off (idempotency=False) explicitly"
+            )
+        clock = clock or SystemClock()
+        dispatcher = self.build(
+            publisher=publisher, store=store, clock=clock, rng=rng, observers=observers
+        )
+        await publisher.start()
+        guard = dispatcher.guard
+        worker = Worker(
+            consumer,
+            dispatcher.dispatch,
+            topics=self.topics(),
+            config=self.worker_config,
+            clock=clock,
+            release_unstarted=guard.release_unstarted if guard is not None else None,
+        )
+        try:
+            await worker.start()
+        except BaseException:
+            await publisher.stop()
+            raise
+        self._running = _Running(worker, dispatcher, publisher)
+
+    async def stop(self) -> bool:
+        """Drain, commit, stop consuming and publishing; ``True`` if everything finished."""
+        running = self._running
+        if running is None:
+            return True
+        self._running = None
+        try:
+            return await running.worker.stop()
+        finally:
+            await running.publisher.stop()
+
+    async def abort(self) -> None:
+        """Stop consuming at once, without draining or committing; then stop publishing."""
+        running = self._running
+        if running is None:
+            return
+        self._running = None
+        try:
+            await running.worker.abort()
+        finally:
+            await running.publisher.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._running is not None
+
+    @property
+    def worker(self) -> Worker:
+        if self._running is None:
+            raise PublisherNotStartedError(f"app {self.service!r} is not running")
+        return self._running.worker
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._running is None:
+            raise PublisherNotStartedError(f"app {self.service!r} is not running")
+        return self._running.dispatcher
+
+    @property
+    def publisher(self) -> EventPublisher:
+        """Publishes in this app's name; usable while the app runs."""
+        if self._running is None:
+            raise PublisherNotStartedError(f"app {self.service!r} is not running")
+        return EventPublisher(self._running.publisher, source_service=self.service)
+
+    def testing(self, **options: Any) -> TestBus:
+        """An in-memory broker, store and fake clock running this app's real dispatcher."""
+        from eventkit.testing import TestBus  # noqa: PLC0415 - testing imports this module
+
+        return TestBus(self, **options)
+
+
+@dataclass(frozen=True, slots=True)
+class _Running:
+    worker: Worker
+    dispatcher: Dispatcher
+    publisher: Publisher

@@ -1,0 +1,67 @@
+"""``Delivery``: one record on its way through the middleware chain."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from eventkit.codecs.wire import WireEvent
+    from eventkit.ports import Claim, Record
+    from eventkit.routing import HandlerSpec
+
+
+class Delivery:
+    """The state of one record while the chain runs; middlewares read and fill it in.
+
+    One object per record, created by the worker's lane, so no middleware allocates its own.
+    ``event_type`` comes from a header or the decoded envelope; ``event`` and ``payload`` are
+    filled by the decode step; ``claim`` by the idempotency step; ``attempt`` counts handler
+    attempts of this delivery (1 on the first call).
+    """
+
+    __slots__ = (
+        "attempt",
+        "claim",
+        "decoded",
+        "error",
+        "event",
+        "event_type",
+        "first_failure",
+        "idempotency_key",
+        "last_failure",
+        "payload",
+        "record",
+        "retry_after",
+        "spec",
+        "upcoming",
+        "waiting",
+    )
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.event_type: str | None = None
+        self.event: WireEvent | None = None
+        self.spec: HandlerSpec | None = None
+        self.payload: Any = None
+        self.decoded = False
+        self.error: BaseException | None = None
+        self.idempotency_key: str | None = None
+        self.claim: Claim | None = None
+        self.attempt = 0
+        self.first_failure: float | None = None
+        self.last_failure: float | None = None
+        # seconds to wait before a DEFERRED record is tried again (None: the worker's back-off)
+        self.retry_after: float | None = None
+        # True while the record only waits (retry back-off): revoke and shutdown cancel at once
+        self.waiting = False
+        # the deliveries queued behind this one in its lane, for claiming a chunk ahead
+        self.upcoming: Callable[[int], Iterable[Delivery]] | None = None
+
+    def __repr__(self) -> str:
+        record = self.record
+        return (
+            f"<Delivery {record.topic}[{record.partition}]@{record.offset} "
+            f"type={self.event_type!r} attempt={self.attempt}>"
+        )

@@ -1,0 +1,228 @@
+"""``idempotency``: claim before the handler, mark done after it, release on failure (R4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eventkit.errors import PoisonRecordError, StoreUnavailableError
+from eventkit.keys import idempotency_key, payload_hash
+from eventkit.outcomes import Outcome
+from eventkit.ports import ClaimRequest, ClaimStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from eventkit.delivery import Delivery
+    from eventkit.pipeline import Middleware, Next
+    from eventkit.ports import Claim, Clock, IdempotencyStore
+    from eventkit.routing import HandlerSpec
+
+#: Header a replayed dead letter carries; it may claim a key done as dead-lettered, once.
+REPLAY_ID_HEADER = "replay_id"
+
+
+@dataclass(slots=True)
+class IdempotencyCounts:
+    """What the idempotency step saw; read by metrics and tests."""
+
+    claimed: int = 0
+    duplicate: int = 0
+    busy: int = 0
+    lease_lost: int = 0
+    key_conflict: int = 0
+    claim_calls: int = 0
+
+
+class IdempotencyGuard:
+    """Claims keys in lease-sized chunks and keeps the state machine around each handler call.
+
+    A delivery without a claim claims a chunk: itself and the deliveries queued behind it in
+    its lane, as many as the lease covers at the observed handler pace, in one store call. A
+    key seen twice in a chunk is claimed once; the second delivery claims after the first
+    finished (and is then a duplicate). A key held by another lane of this worker is waited
+    for, not deferred. ``DONE`` is written by this guard, token-checked, never by a handler.
+    """
+
+    def __init__(
+        self,
+        store: IdempotencyStore,
+        *,
+        namespace: str,
+        lease_seconds: float,
+        max_chunk: int,
+        clock: Clock,
+        prepare: Callable[[Delivery], HandlerSpec | None],
+        ttl_for: Callable[[HandlerSpec], float],
+    ) -> None:
+        self.store = store
+        self.counts = IdempotencyCounts()
+        self._namespace = namespace
+        self._lease = lease_seconds
+        self._max_chunk = max_chunk
+        self._clock = clock
+        self._prepare = prepare
+        self._ttl_for = ttl_for
+        self._held: dict[str, asyncio.Event] = {}
+        # observed seconds per handler call, to size chunks so they finish within the lease
+        self._pace = 0.001
+
+    def key_of(self, delivery: Delivery) -> str:
+        key = delivery.idempotency_key
+        if key is None:
+            event = delivery.event
+            assert event is not None, "keys are derived after decoding"
+            key = idempotency_key(self._namespace, event.event_type, event.identity)
+            delivery.idempotency_key = key
+        return key
+
+    def _chunk_size(self) -> int:
+        fits = int(self._lease * 0.5 / self._pace)
+        return max(1, min(self._max_chunk, fits))
+
+    async def claim_ahead(self, delivery: Delivery) -> None:
+        """Claim ``delivery`` and the chunk queued behind it in one store call."""
+        chunk = [delivery]
+        keys = {self.key_of(delivery)}
+        upcoming = delivery.upcoming
+        if upcoming is not None:
+            for later in upcoming(self._chunk_size() - 1):
+                if later.claim is not None:
+                    continue
+                try:
+                    spec = self._prepare(later)
+                except PoisonRecordError:
+                    continue  # it is dead-lettered when its turn comes, never claimed
+                if spec is None:
+                    continue
+                key = self.key_of(later)
+                if key in keys:
+                    continue  # the same event twice: the second waits for the first
+                keys.add(key)
+                chunk.append(later)
+        requests = [ClaimRequest(self.key_of(d), _replay_id(d)) for d in chunk]
+        self.counts.claim_calls += 1
+        claims = await self.store.claim(requests, self._lease)
+        for claimed, claim in zip(chunk, claims, strict=True):
+            claimed.claim = claim
+            if claim.status is ClaimStatus.CLAIMED:
+                self._held[claimed.idempotency_key or ""] = asyncio.Event()
+
+    async def _claim_one(self, delivery: Delivery) -> Claim:
+        key = self.key_of(delivery)
+        self.counts.claim_calls += 1
+        [claim] = await self.store.claim([ClaimRequest(key, _replay_id(delivery))], self._lease)
+        delivery.claim = claim
+        if claim.status is ClaimStatus.CLAIMED:
+            self._held[key] = asyncio.Event()
+        return claim
+
+    def _let_go(self, key: str) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            held.set()
+
+    async def release_unstarted(self, deliveries: Iterable[Delivery]) -> None:
+        """Release the claims of deliveries that will not run here (revoke, shutdown)."""
+        for delivery in deliveries:
+            claim = delivery.claim
+            delivery.claim = None
+            if claim is None or claim.status is not ClaimStatus.CLAIMED:
+                continue
+            key = self.key_of(delivery)
+            self._let_go(key)
+            # if the store is down the lease expires by itself; nothing is lost
+            with contextlib.suppress(StoreUnavailableError):
+                await self.store.release(key, claim.token or "")
+
+    def middleware(self, spec: HandlerSpec) -> Middleware:
+        """The idempotency step of one handler's chain."""
+        ttl = self._ttl_for(spec)
+        store = self.store
+        counts = self.counts
+        monotonic = self._clock.monotonic
+
+        def wrap(next_: Next) -> Next:
+            async def run(delivery: Delivery) -> Outcome:
+                claim = delivery.claim
+                if claim is None:
+                    await self.claim_ahead(delivery)
+                    claim = delivery.claim
+                    assert claim is not None
+                key = self.key_of(delivery)
+                while claim.status is ClaimStatus.BUSY and key in self._held:
+                    # our own lease in another lane: wait for it, then ask again
+                    await self._held[key].wait()
+                    claim = await self._claim_one(delivery)
+                if claim.status is ClaimStatus.DUPLICATE:
+                    counts.duplicate += 1
+                    event = delivery.event
+                    if (
+                        claim.payload_hash is not None
+                        and event is not None
+                        and claim.payload_hash != payload_hash(bytes(event.data))
+                    ):
+                        counts.key_conflict += 1
+                    return Outcome.DUPLICATE
+                if claim.status is ClaimStatus.BUSY:
+                    counts.busy += 1
+                    delivery.claim = None
+                    delivery.retry_after = claim.retry_after
+                    return Outcome.DEFERRED
+                counts.claimed += 1
+                token = claim.token or ""
+                started = monotonic()
+                try:
+                    outcome = await next_(delivery)
+                except BaseException:
+                    delivery.claim = None
+                    self._let_go(key)
+                    await _release_quietly(store, key, token)
+                    raise
+                self._pace = 0.9 * self._pace + 0.1 * max(monotonic() - started, 1e-6)
+                delivery.claim = None
+                try:
+                    if outcome is Outcome.HANDLED or outcome is Outcome.DEAD_LETTERED:
+                        event = delivery.event
+                        digest = payload_hash(bytes(event.data)) if event is not None else ""
+                        if not await store.complete(key, token, outcome, digest, ttl):
+                            counts.lease_lost += 1
+                    else:
+                        await store.release(key, token)
+                finally:
+                    self._let_go(key)
+                return outcome
+
+            return run
+
+        return wrap
+
+    def count_start(self) -> Middleware:
+        """Innermost step: record a handler start in the store before each attempt."""
+        store = self.store
+
+        def wrap(next_: Next) -> Next:
+            async def run(delivery: Delivery) -> Outcome:
+                claim = delivery.claim
+                if claim is not None and claim.token is not None:
+                    await store.start(self.key_of(delivery), claim.token)
+                return await next_(delivery)
+
+            return run
+
+        return wrap
+
+
+def _replay_id(delivery: Delivery) -> str | None:
+    for name, value in delivery.record.headers:
+        if name == REPLAY_ID_HEADER:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+async def _release_quietly(store: IdempotencyStore, key: str, token: str) -> None:
+    # if the store is down the lease expires by itself; the record stays unfinished anyway
+    with contextlib.suppress(StoreUnavailableError):
+        await store.release(key, token)

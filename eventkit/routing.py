@@ -1,0 +1,149 @@
+"""``Router``, the ``@handler`` decorator and ``HandlerSpec``: what runs for which event."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from eventkit.codecs.payload import PayloadDecoder, build_payload_decoder
+from eventkit.errors import ConfigurationError, DuplicateHandlerError
+from eventkit.signature import HandlerFunc, HandlerSignature, inspect_handler
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from eventkit.retry import RetryPolicy
+
+F = TypeVar("F", bound=HandlerFunc)
+
+
+class Ordering(enum.Enum):
+    """How records of one partition may run concurrently."""
+
+    #: one record at a time per partition (the default)
+    PARTITION = "partition"
+    #: the same key in order, different keys in parallel, within a partition
+    KEY = "key"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerOptions:
+    """Per-handler policies; ``None`` means the app's default."""
+
+    retry: RetryPolicy | None = None
+    idempotent: bool | None = None
+    idempotency_ttl: float | None = None
+    timeout: float | None = None
+    ordering: Ordering | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigurationError("handler timeout must be positive")
+        if self.idempotency_ttl is not None and self.idempotency_ttl <= 0:
+            raise ConfigurationError("handler idempotency_ttl must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """One registered handler: its route, its signature, its payload decoder and options."""
+
+    topic: str
+    event_type: str
+    func: HandlerFunc
+    signature: HandlerSignature
+    decoder: PayloadDecoder | None
+    options: HandlerOptions
+
+    @property
+    def name(self) -> str:
+        return f"{self.func.__module__}.{self.func.__qualname__}"
+
+
+class Router:
+    """A group of handlers, usually one module's; include it into the app.
+
+    ``topic`` is the default topic of the handlers registered here.
+    """
+
+    def __init__(self, *, topic: str | None = None) -> None:
+        self._default_topic = topic
+        self._specs: dict[tuple[str, str], HandlerSpec] = {}
+
+    def handler(
+        self,
+        event_type: str,
+        *,
+        topic: str | None = None,
+        retry: RetryPolicy | None = None,
+        idempotent: bool | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        ordering: Ordering | str | None = None,
+    ) -> Callable[[F], F]:
+        """Register the decorated async function for ``event_type`` on ``topic``.
+
+        Fails at once (at import time) with ``DuplicateHandlerError`` when the
+        ``(topic, event_type)`` pair is already taken, and with ``ConfigurationError`` when
+        the signature or options are unusable.
+        """
+        route_topic = topic or self._default_topic
+        if not route_topic:
+            raise ConfigurationError(f"handler for {event_type!r} needs a topic")
+        if not event_type:
+            raise ConfigurationError("event_type must not be empty")
+        options = HandlerOptions(
+            retry=retry,
+            idempotent=idempotent,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            ordering=Ordering(ordering) if ordering is not None else None,
+        )
+
+        def register(func: F) -> F:
+            signature = inspect_handler(func)
+            decoder = (
+                build_payload_decoder(signature.payload_type)
+                if signature.payload_type is not None
+                else None
+            )
+            self._add(HandlerSpec(route_topic, event_type, func, signature, decoder, options))
+            return func
+
+        return register
+
+    def include_router(self, router: Router) -> None:
+        """Add every handler of ``router``; a route taken on both sides is an error."""
+        for spec in router:
+            self._add(spec)
+
+    def _add(self, spec: HandlerSpec) -> None:
+        route = (spec.topic, spec.event_type)
+        existing = self._specs.get(route)
+        if existing is not None:
+            raise DuplicateHandlerError(
+                f"{spec.event_type!r} on topic {spec.topic!r} is handled by {existing.name} "
+                f"already; {spec.name} cannot be registered for it too"
+            )
+        self._specs[route] = spec
+
+    def __iter__(self) -> Iterator[HandlerSpec]:
+        return iter(self._specs.values())
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def topics(self) -> frozenset[str]:
+        """Every topic some handler listens on."""
+        return frozenset(topic for topic, _ in self._specs)
+
+    def spec_for(self, topic: str, event_type: str) -> HandlerSpec | None:
+        """The handler registered for the pair, if any."""
+        return self._specs.get((topic, event_type))
+
+    def routes(self) -> dict[str, dict[str, HandlerSpec]]:
+        """The routing table: topic -> event type -> handler."""
+        table: dict[str, dict[str, HandlerSpec]] = {}
+        for (topic, event_type), spec in self._specs.items():
+            table.setdefault(topic, {})[event_type] = spec
+        return table

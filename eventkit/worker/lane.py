@@ -1,0 +1,154 @@
+"""``Lane``: the task that runs one partition's records in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from itertools import islice
+from typing import TYPE_CHECKING, Protocol
+
+from eventkit.delivery import Delivery
+from eventkit.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from eventkit.offsets import PartitionOffsets
+    from eventkit.pipeline import Next
+    from eventkit.ports import Clock, Record, TopicPartition
+    from eventkit.worker.config import WorkerConfig
+
+
+class LaneOwner(Protocol):
+    """What a lane asks of its worker: pausing its partition and counting progress."""
+
+    def want_pause(self, tp: TopicPartition, reason: str, paused: bool) -> None: ...
+    def record_finished(self) -> None: ...
+
+
+class Lane:
+    """Runs the records of one partition one after another, in one task.
+
+    Every step of a record runs in this task, so context variables set by a middleware are
+    seen by the handler. A ``DEFERRED`` record stays at the head: the partition pauses, the
+    lane waits (on the clock, interruptibly) and runs the record again; nothing behind it
+    starts meanwhile, so the committed position never passes it.
+    """
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        *,
+        epoch: int,
+        dispatch: Next,
+        offsets: PartitionOffsets,
+        owner: LaneOwner,
+        clock: Clock,
+        config: WorkerConfig,
+    ) -> None:
+        self.tp = tp
+        self.epoch = epoch
+        self._dispatch = dispatch
+        self._offsets = offsets
+        self._owner = owner
+        self._clock = clock
+        self._config = config
+        self._queue: deque[Delivery] = deque()
+        self._ready = asyncio.Event()
+        self._closing = False
+        self.current: Delivery | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"eventkit-lane-{self.tp}")
+
+    def enqueue(self, records: Iterable[Record]) -> None:
+        """Queue fetched records and track their offsets; pause when the buffer is full."""
+        queue = self._queue
+        track = self._offsets.track
+        upcoming = self.upcoming
+        for record in records:
+            delivery = Delivery(record)
+            delivery.upcoming = upcoming
+            queue.append(delivery)
+            track(record.offset)
+        self._ready.set()
+        if len(queue) >= self._config.max_buffered:
+            self._owner.want_pause(self.tp, "backpressure", True)
+
+    def upcoming(self, limit: int) -> Iterator[Delivery]:
+        """The next ``limit`` queued deliveries, not started yet."""
+        return islice(self._queue, 0, max(limit, 0))
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a record is running or waiting to run again."""
+        return self.current is not None
+
+    def take_unstarted(self) -> list[Delivery]:
+        """Remove and return every queued delivery (they are left for the next owner)."""
+        taken = list(self._queue)
+        self._queue.clear()
+        return taken
+
+    def close(self) -> None:
+        """Start no further record; a record that only waits (back-off, defer) is cancelled."""
+        self._closing = True
+        self._ready.set()
+        current = self.current
+        if current is not None and current.waiting and self.task is not None:
+            self.task.cancel()
+
+    async def _run(self) -> None:
+        queue = self._queue
+        dispatch = self._dispatch
+        finish = self._offsets.finish
+        owner = self._owner
+        resume_at = self._config.max_buffered // 2
+        while True:
+            if not queue:
+                if self._closing:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            if self._closing:
+                return
+            delivery = queue.popleft()
+            self.current = delivery
+            outcome = await dispatch(delivery)
+            if outcome is Outcome.DEFERRED and not await self._retry_deferred(delivery):
+                return  # closing: the record stays unfinished for the next owner
+            finish(delivery.record.offset)
+            self.current = None
+            owner.record_finished()
+            if len(queue) == resume_at:
+                owner.want_pause(self.tp, "backpressure", False)
+
+    async def _retry_deferred(self, delivery: Delivery) -> bool:
+        """Hold the partition on a deferred record until it is final; ``False`` if closing."""
+        owner = self._owner
+        owner.want_pause(self.tp, "deferred", True)
+        consecutive = 0
+        outcome = Outcome.DEFERRED
+        while outcome is Outcome.DEFERRED:
+            consecutive += 1
+            delay = delivery.retry_after
+            if delay is None:
+                delay = self._config.defer_delay(consecutive)
+            delivery.retry_after = None
+            delivery.error = None
+            delivery.waiting = True
+            try:
+                await self._clock.sleep(delay)
+            finally:
+                delivery.waiting = False
+            if self._closing:
+                return False
+            outcome = await self._dispatch(delivery)
+        owner.want_pause(self.tp, "deferred", False)
+        return True

@@ -1,0 +1,253 @@
+"""``Worker``: the fetch loop, the partition lanes, rebalances and the drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import TYPE_CHECKING
+
+from eventkit.offsets import OffsetTracker
+from eventkit.worker.commits import Committer
+from eventkit.worker.lane import Lane
+
+if TYPE_CHECKING:
+    from eventkit.delivery import Delivery
+    from eventkit.pipeline import Next
+    from eventkit.ports import Clock, Consumer, TopicPartition
+    from eventkit.worker.config import WorkerConfig
+
+logger = logging.getLogger("eventkit.worker")
+
+ReleaseUnstarted = Callable[[Iterable["Delivery"]], Awaitable[None]]
+
+
+class Worker:
+    """Consumes with one never-blocking fetch task and one lane task per owned partition.
+
+    - The fetch task only polls, queues records into lanes and starts commits; backpressure
+      and deferred records pause partitions, so polling never stops (R2).
+    - Commits carry explicit offsets of each partition's finished prefix (R3).
+    - On revoke: the lanes stop starting records, in-flight ones drain up to a deadline, the
+      rest are cancelled and their claims released, the prefix is committed, then the
+      partition is forgotten (R6). Pauses are re-applied after every assignment.
+    - ``stop`` drains the same way under ``drain_timeout`` and commits (R7).
+    If the fetch task or a lane dies, ``failure`` holds the error and ``wait`` raises it.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        dispatch: Next,
+        *,
+        topics: Collection[str],
+        config: WorkerConfig,
+        clock: Clock,
+        release_unstarted: ReleaseUnstarted | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._dispatch = dispatch
+        self._topics = frozenset(topics)
+        self._config = config
+        self._clock = clock
+        self._release_unstarted = release_unstarted
+        self._offsets = OffsetTracker()
+        self._lanes: dict[TopicPartition, Lane] = {}
+        self._pause_reasons: dict[TopicPartition, set[str]] = {}
+        self._epoch = 0
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self.failure: BaseException | None = None
+        self.listener_errors = 0
+        self.rebalances = 0
+        self.committer = Committer(
+            consumer, self._offsets, config=config, clock=clock, owner_epoch=self._epoch_of
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the group and start polling."""
+        await self._consumer.start(self._topics, self)
+        self._fetch_task = asyncio.create_task(self._fetch_loop(), name="eventkit-fetch")
+        self._fetch_task.add_done_callback(self._fetch_done)
+
+    async def stop(self) -> bool:
+        """Drain, commit and leave the group; ``True`` if every started record finished."""
+        if self._stopping:
+            await self._stopped.wait()
+            return True
+        self._stopping = True
+        fetch = self._fetch_task
+        if fetch is not None and not fetch.done():
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch
+        clean = await self._drain(list(self._lanes), self._config.drain_timeout)
+        await self.committer.wait_in_flight()
+        await self.committer.commit(list(self._lanes))
+        self._lanes.clear()
+        await self._consumer.stop()
+        self._stopped.set()
+        return clean
+
+    async def abort(self) -> None:
+        """Stop at once: no drain and no commit (a second signal, or a simulated crash)."""
+        self._stopping = True
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if self._fetch_task is not None:
+            tasks.append(self._fetch_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._lanes.clear()
+        await self._consumer.stop()
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        """Return when the worker stopped; raise the error that killed it, if any."""
+        await self._stopped.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    # -- state for tests and health ---------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._fetch_task is not None and not self._stopping and self.failure is None
+
+    def owned(self) -> frozenset[TopicPartition]:
+        return frozenset(self._lanes)
+
+    def unfinished(self) -> int:
+        """Records fetched and not final, over all owned partitions."""
+        return self._offsets.unfinished()
+
+    def busy(self) -> bool:
+        """Whether any lane has a record queued or running."""
+        return any(lane.busy or lane.queued for lane in self._lanes.values())
+
+    # -- the fetch loop -------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        consumer = self._consumer
+        config = self._config
+        while not self._stopping:
+            batches = await consumer.getmany(config.poll_timeout, config.max_records)
+            for tp, records in batches.items():
+                lane = self._lanes.get(tp)
+                if lane is None:
+                    # a record is never dropped: this means ownership moved under us
+                    raise RuntimeError(f"records fetched for {tp} which has no lane")
+                lane.enqueue(records)
+            self.committer.maybe_commit(self._lanes.keys())
+
+    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        self._fail(task.exception() or RuntimeError("the fetch task ended unexpectedly"))
+
+    def _lane_done(self, task: asyncio.Task[None]) -> None:
+        # lanes end normally when closed and are cancelled after a drain deadline
+        if not task.cancelled() and task.exception() is not None:
+            self._fail(task.exception() or RuntimeError("a lane died"))
+
+    def _fail(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+            logger.error("eventkit consume task died", exc_info=error)
+        self._stopped.set()
+
+    # -- lanes call these ------------------------------------------------------------------
+
+    def want_pause(self, tp: TopicPartition, reason: str, paused: bool) -> None:
+        reasons = self._pause_reasons.setdefault(tp, set())
+        was_paused = bool(reasons)
+        if paused:
+            reasons.add(reason)
+        else:
+            reasons.discard(reason)
+        if tp not in self._lanes or was_paused == bool(reasons):
+            return
+        if reasons:
+            self._consumer.pause([tp])
+        else:
+            self._consumer.resume([tp])
+
+    def record_finished(self) -> None:
+        self.committer.record_finished()
+
+    # -- rebalance listener ----------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        try:
+            self.rebalances += 1
+            owned = [tp for tp in revoked if tp in self._lanes]
+            if not owned:
+                return
+            await self._drain(owned, self._config.revoke_drain_timeout)
+            await self.committer.wait_in_flight()
+            await self.committer.commit(owned)
+            for tp in owned:
+                del self._lanes[tp]
+                self._offsets.drop(tp)
+                self.committer.forget(tp)
+                self._pause_reasons.pop(tp, None)
+            self._epoch += 1
+        except Exception:
+            # Kafka clients swallow listener errors; count them so they are seen
+            self.listener_errors += 1
+            logger.exception("error in the partitions-revoked listener")
+
+    async def on_partitions_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        try:
+            self._epoch += 1
+            for tp in assigned:
+                if tp not in self._lanes:
+                    lane = Lane(
+                        tp,
+                        epoch=self._epoch,
+                        dispatch=self._dispatch,
+                        offsets=self._offsets.partition(tp),
+                        owner=self,
+                        clock=self._clock,
+                        config=self._config,
+                    )
+                    self._lanes[tp] = lane
+                    lane.start()
+                    assert lane.task is not None
+                    lane.task.add_done_callback(self._lane_done)
+            # pause state does not survive a rebalance on every broker: apply it again
+            wanted = [tp for tp in assigned if self._pause_reasons.get(tp)]
+            if wanted:
+                self._consumer.pause(wanted)
+        except Exception:
+            self.listener_errors += 1
+            logger.exception("error in the partitions-assigned listener")
+
+    def _epoch_of(self, tp: TopicPartition) -> int | None:
+        lane = self._lanes.get(tp)
+        return lane.epoch if lane is not None else None
+
+    # -- draining --------------------------------------------------------------------------
+
+    async def _drain(self, partitions: list[TopicPartition], deadline: float) -> bool:
+        """Finish in-flight records of ``partitions`` within ``deadline``; cancel the rest."""
+        lanes = [self._lanes[tp] for tp in partitions]
+        for lane in lanes:
+            lane.close()
+        tasks = [lane.task for lane in lanes if lane.task is not None and not lane.task.done()]
+        clean = True
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=deadline)
+            for task in pending:
+                task.cancel()
+            if pending:
+                clean = False
+                await asyncio.wait(pending)
+        unstarted = [delivery for lane in lanes for delivery in lane.take_unstarted()]
+        if self._release_unstarted is not None and unstarted:
+            await self._release_unstarted(unstarted)
+        return clean
