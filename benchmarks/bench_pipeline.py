@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -37,6 +37,9 @@ from eventkit.publisher import encode_envelope, envelope_headers
 from eventkit.transports.memory import MemoryBroker
 from eventkit.worker import WorkerConfig
 from eventkit.worker.lane import Lane
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 TOPIC = "bench-events"
 EVENT_TYPE = "CONTENT_VALIDATION_REQUESTED"
@@ -183,7 +186,7 @@ async def run_eventkit(records: list[BenchRecord], *, idempotency: bool) -> floa
 
 
 async def measure(records: list[BenchRecord], repeats: int) -> dict[str, list[float]]:
-    modes = {
+    modes: dict[str, Callable[[], Awaitable[float]]] = {
         "bare": lambda: run_bare(records),
         "eventkit, idempotency off": lambda: run_eventkit(records, idempotency=False),
         "eventkit, in-memory store": lambda: run_eventkit(records, idempotency=True),

@@ -15,7 +15,7 @@ from eventkit.errors import ConfigurationError, PublisherNotStartedError
 from eventkit.middleware.route import UnknownEventPolicy
 from eventkit.publisher import EventPublisher
 from eventkit.retry import RetryPolicy
-from eventkit.routing import HandlerSpec, Router
+from eventkit.routing import HandlerSpec, Router, parse_enum
 from eventkit.worker import Worker, WorkerConfig
 
 if TYPE_CHECKING:
@@ -96,7 +96,9 @@ class EventApp(Router):
         super().__init__(topic=topic)
         self.policies = AppPolicies(
             service=service,
-            unknown_event_types=UnknownEventPolicy(unknown_event_types),
+            unknown_event_types=parse_enum(
+                UnknownEventPolicy, unknown_event_types, "unknown_event_types"
+            ),
             retry=retry or RetryPolicy(),
             idempotency=idempotency,
             idempotency_ttl=idempotency_ttl,

@@ -33,7 +33,7 @@ def encode_envelope(envelope: EventEnvelope[Any]) -> bytes:
     """The JSON bytes of an envelope; payloads may be pydantic models, Structs, dataclasses."""
     try:
         return _encoder.encode(envelope)
-    except (NotImplementedError, TypeError) as exc:
+    except (NotImplementedError, TypeError, RecursionError) as exc:
         raise ConfigurationError(f"cannot encode payload of {envelope.event_type}: {exc}") from exc
 
 
@@ -132,13 +132,13 @@ class EventPublisher:
             causation_id=causation_id,
             metadata=metadata,
         )
-        if causation_id is None:
-            causation_id = envelope.metadata_str("causation_id")
+        # the header always repeats the body: an envelope sent as-is keeps its own causation
+        causation = envelope.metadata_str("causation_id")
         await self._transport.send(
             topic,
             encode_envelope(envelope),
             key=key.encode() if isinstance(key, str) else key,
-            headers=[*envelope_headers(envelope, causation_id), *headers],
+            headers=[*envelope_headers(envelope, causation), *headers],
         )
         return envelope
 

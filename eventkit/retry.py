@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,8 +32,11 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigurationError("RetryPolicy.max_attempts must be at least 1")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ConfigurationError("RetryPolicy delays must not be negative")
+        for name in ("base_delay", "max_delay"):
+            value = getattr(self, name)
+            # NaN fails every comparison, so finiteness is checked before the sign
+            if not math.isfinite(value) or value < 0:
+                raise ConfigurationError(f"RetryPolicy.{name} must be finite and not negative")
         if self.max_delay < self.base_delay:
             raise ConfigurationError("RetryPolicy.max_delay must be at least base_delay")
 

@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=HandlerFunc)
 
 
+E = TypeVar("E", bound=enum.Enum)
+
+
+def parse_enum(kind: type[E], value: E | str, setting: str) -> E:
+    """An enum member from itself or its value; anything else names the valid values."""
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(repr(member.value) for member in kind)
+        raise ConfigurationError(f"{setting} must be one of {valid}, not {value!r}") from None
+
+
 class Ordering(enum.Enum):
     """How records of one partition may run concurrently."""
 
@@ -92,12 +104,14 @@ class Router:
             raise ConfigurationError(f"handler for {event_type!r} needs a topic")
         if not event_type:
             raise ConfigurationError("event_type must not be empty")
+        if not event_type.isprintable():
+            raise ConfigurationError(f"event_type {event_type!r} has control characters")
         options = HandlerOptions(
             retry=retry,
             idempotent=idempotent,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
-            ordering=Ordering(ordering) if ordering is not None else None,
+            ordering=parse_enum(Ordering, ordering, "ordering") if ordering is not None else None,
         )
 
         def register(func: F) -> F:

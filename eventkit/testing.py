@@ -25,7 +25,7 @@ from eventkit.publisher import EventPublisher
 from eventkit.transports.memory import MemoryBroker, MemoryConsumer, StoredRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from types import TracebackType
 
     from eventkit.app import EventApp
@@ -132,6 +132,13 @@ class TestBus:
             observers=[self._recorder],
         )
 
+    @property
+    def consumer(self) -> MemoryConsumer:
+        """The running worker's consumer (a new one after ``crash`` or ``restart``)."""
+        if self._consumer is None:
+            raise RuntimeError("the bus is not running")
+        return self._consumer
+
     # -- input -----------------------------------------------------------------------------
 
     async def publish(
@@ -157,26 +164,34 @@ class TestBus:
 
     # -- running ---------------------------------------------------------------------------
 
+    async def run_until(self, condition: Callable[[], bool], within: float | None = None) -> None:
+        """Run until ``condition()`` holds; the fake clock moves only when nothing else can.
+
+        Raises ``TimeoutError`` after ``within`` real seconds, or the error that killed the
+        worker.
+        """
+        deadline = time.monotonic() + (self._idle_timeout if within is None else within)
+        while True:
+            await self._settle()
+            self._raise_if_failed()
+            if condition():
+                return
+            if self.clock.advance_to_next():
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the condition did not hold: {self._describe()}")
+            # something awaits real I/O (a handler, the poll); give it real time
+            await asyncio.sleep(0.001)
+
     async def run_until_idle(self, within: float | None = None) -> None:
         """Run until every record is final and committed.
 
         The fake clock moves when only sleepers are left; ``within`` bounds the real seconds.
         Raises ``TimeoutError`` naming what is pending, or the error that killed the worker.
         """
-        deadline = time.monotonic() + (self._idle_timeout if within is None else within)
-        while True:
-            await self._settle()
-            self._raise_if_failed()
-            if self._idle():
-                worker = self.app.worker
-                await worker.committer.commit(list(worker.owned()))
-                return
-            if self.clock.advance_to_next():
-                continue
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the bus did not become idle: {self._describe()}")
-            # something awaits real I/O (a handler, the poll); give it real time
-            await asyncio.sleep(0.001)
+        await self.run_until(self._idle, within)
+        worker = self.app.worker
+        await worker.committer.commit(list(worker.owned()))
 
     async def crash(self) -> None:
         """Kill the worker as ``kill -9`` would (no drain, no commit, leases left held), then

@@ -162,7 +162,7 @@ class IdempotencyGuard:
                     if (
                         claim.payload_hash is not None
                         and event is not None
-                        and claim.payload_hash != payload_hash(bytes(event.data))
+                        and claim.payload_hash != payload_hash(event.data)
                     ):
                         counts.key_conflict += 1
                     return Outcome.DUPLICATE
@@ -186,7 +186,7 @@ class IdempotencyGuard:
                 try:
                     if outcome is Outcome.HANDLED or outcome is Outcome.DEAD_LETTERED:
                         event = delivery.event
-                        digest = payload_hash(bytes(event.data)) if event is not None else ""
+                        digest = payload_hash(event.data) if event is not None else ""
                         if not await store.complete(key, token, outcome, digest, ttl):
                             counts.lease_lost += 1
                     else:

@@ -327,9 +327,7 @@ def test_headers_do_not_change_how_an_eventkit_envelope_is_read() -> None:
     ],
     ids=["event_type", "ce_type", "absent", "no-headers", "not-utf8"],
 )
-def test_scan_reads_the_type_header(
-    headers: list[tuple[str, bytes]], expected: str | None
-) -> None:
+def test_scan_reads_the_type_header(headers: list[tuple[str, bytes]], expected: str | None) -> None:
     """``scan`` reads ``event_type`` or ``ce_type`` and gives None when unreadable."""
     assert EnvelopeReader().scan(headers) == (expected, False)
 

@@ -1,0 +1,218 @@
+"""Idempotency in memory: duplicates, crashes, BUSY leases, store outages and replays."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from eventkit import ConfigurationError, EventApp, EventContext, Outcome, RetryPolicy
+from eventkit.keys import idempotency_key, namespace_for
+from eventkit.ports import ClaimRequest, ClaimStatus, TopicPartition
+from eventkit.transports.memory import MemoryBroker
+from tests.unit.bus.models import OrderPlaced
+
+
+def key_of(app: EventApp, event_type: str, event_id: str) -> str:
+    return idempotency_key(namespace_for(app.service, app.group_id), event_type, event_id)
+
+
+async def test_an_event_delivered_twice_runs_its_handler_once() -> None:
+    """The same envelope published twice: HANDLED once, then DUPLICATE."""
+    app = EventApp("dedup")
+    calls = 0
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        nonlocal calls
+        calls += 1
+
+    async with app.testing() as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.publish("orders", "ORDER_PLACED", envelope)
+        await bus.run_until_idle()
+        assert calls == 1
+        assert bus.outcomes == {Outcome.HANDLED: 1, Outcome.DUPLICATE: 1}
+
+
+async def test_the_same_event_on_two_partitions_runs_once() -> None:
+    """A re-keyed duplicate on another partition is the same key: one run, one duplicate."""
+    app = EventApp("rekeyed")
+    calls = 0
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+
+    async with app.testing(partitions=2) as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.publish("orders", "ORDER_PLACED", envelope, key="other-key")
+        assert {record.partition for record in bus.published("orders")} == {0, 1}
+        await bus.run_until_idle()
+        assert calls == 1
+        assert bus.outcomes[Outcome.HANDLED] == 1
+        assert bus.outcomes[Outcome.DUPLICATE] == 1
+
+
+async def test_a_crash_after_done_and_before_commit_does_not_run_the_handler_again() -> None:
+    """Redelivered after a crash, a record already done is a DUPLICATE, not a second run."""
+    app = EventApp("crash-after-done")
+    calls = 0
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        nonlocal calls
+        calls += 1
+
+    async with app.testing(partitions=1) as bus:
+        await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until(lambda: calls == 1)
+        assert bus.committed("orders", 0) is None
+        await bus.crash()
+        await bus.run_until_idle()
+        assert calls == 1
+        assert bus.outcomes == {Outcome.HANDLED: 1, Outcome.DUPLICATE: 1}
+        assert bus.committed("orders", 0) == 1
+
+
+async def test_a_crash_mid_handler_leaves_a_lease_that_is_busy_never_duplicate() -> None:
+    """The crashed worker's lease makes the redelivery wait (BUSY), then it is handled."""
+    app = EventApp("crash-mid", lease_seconds=30.0)
+    calls = 0
+    never = asyncio.Event()
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await never.wait()  # the worker dies here
+
+    async with app.testing(partitions=1) as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until(lambda: calls == 1)
+        key = key_of(app, "ORDER_PLACED", envelope.event_id)
+        [held] = await bus.store.claim([ClaimRequest(key)], 1.0)
+        assert held.status is ClaimStatus.BUSY  # precondition: a live lease at the crash
+        await bus.crash()
+        await bus.run_until_idle()
+        assert calls == 2
+        assert bus.outcomes[Outcome.DEFERRED] >= 1
+        assert bus.outcomes[Outcome.HANDLED] == 1
+        assert Outcome.DUPLICATE not in bus.outcomes
+        [done] = await bus.store.claim([ClaimRequest(key)], 1.0)
+        assert done.status is ClaimStatus.DUPLICATE
+        assert done.attempts == 2
+
+
+async def test_store_outage_defers_without_running_or_spending_attempts() -> None:
+    """Fail-closed: while the store is down the handler never runs and no attempt is spent."""
+    app = EventApp("store-down", retry=RetryPolicy(max_attempts=2))
+    attempts: list[int] = []
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced, ctx: EventContext) -> None:
+        attempts.append(ctx.attempt)
+
+    async with app.testing(partitions=1) as bus:
+        bus.store.set_unavailable(True)
+        await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until(lambda: bus.outcomes[Outcome.DEFERRED] >= 3)
+        assert attempts == []
+        assert bus.app.worker.running
+        assert bus.consumer.paused() == {TopicPartition("orders", 0)}
+        bus.store.set_unavailable(False)
+        await bus.run_until_idle()
+        assert attempts == [1]
+        assert bus.outcomes[Outcome.HANDLED] == 1
+        assert bus.dead_letters() == []
+
+
+async def test_attempts_are_counted_in_the_store_per_handler_start() -> None:
+    """Each retry attempt is one handler start recorded in the store."""
+    app = EventApp("attempts", retry=RetryPolicy(max_attempts=3, base_delay=0.1))
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced, ctx: EventContext) -> None:
+        if ctx.attempt < 3:
+            raise RuntimeError("again")
+
+    async with app.testing() as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until_idle()
+        [done] = await bus.store.claim(
+            [ClaimRequest(key_of(app, "ORDER_PLACED", envelope.event_id))], 1.0
+        )
+    assert done.status is ClaimStatus.DUPLICATE
+    assert done.outcome is Outcome.HANDLED
+    assert done.attempts == 3
+
+
+async def test_a_dead_lettered_event_is_done_and_a_replay_runs_it_once() -> None:
+    """DONE dead_lettered stops redeliveries; a replay id runs it again once, never twice."""
+    app = EventApp("replay", retry=RetryPolicy(max_attempts=1))
+    fail = True
+    handled: list[str] = []
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        if fail:
+            raise ValueError("not yet")
+        handled.append(event.order_id)
+
+    async with app.testing(partitions=1) as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until_idle()
+        [letter] = bus.dead_letters("orders")
+        await bus.publish("orders", "ORDER_PLACED", envelope)  # a plain redelivery
+        await bus.run_until_idle()
+        assert bus.outcomes[Outcome.DUPLICATE] == 1
+        fail = False
+        original = [(name, value) for name, value in letter.headers if not name.startswith("dlq_")]
+        for _ in range(2):  # the same replay twice
+            await bus.publish_raw(
+                "orders", letter.value, key=letter.key, headers=[*original, ("replay_id", b"r1")]
+            )
+        await bus.run_until_idle()
+        assert handled == ["o"]
+        assert bus.outcomes[Outcome.DUPLICATE] == 2
+
+
+async def test_a_duplicate_with_other_content_is_counted_as_a_key_conflict() -> None:
+    """Same event id and type, different data: a DUPLICATE, and the conflict is counted."""
+    app = EventApp("conflict")
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        pass
+
+    async with app.testing(partitions=1) as bus:
+        first = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        changed = first.__class__(
+            event_type=first.event_type,
+            data=OrderPlaced(order_id="o", total=2),
+            event_id=first.event_id,
+            source_service=first.source_service,
+        )
+        await bus.publish("orders", "ORDER_PLACED", changed)
+        await bus.run_until_idle()
+        guard = bus.app.dispatcher.guard
+        assert guard is not None
+        assert bus.outcomes == {Outcome.HANDLED: 1, Outcome.DUPLICATE: 1}
+        assert guard.counts.key_conflict == 1
+
+
+async def test_idempotency_without_a_store_is_a_start_up_error() -> None:
+    """An idempotent app started without a store fails at start-up, naming the fix."""
+    app = EventApp("no-store")
+
+    @app.handler("A", topic="t")
+    async def handle(event: dict[str, Any]) -> None:
+        pass
+
+    broker = MemoryBroker()
+    with pytest.raises(ConfigurationError, match="idempotency"):
+        await app.start(consumer=broker.consumer("g"), publisher=broker.publisher(), store=None)
