@@ -8,11 +8,11 @@ STAMP := $(VENV)/.installed-dev
 SRC_DIRS := $(wildcard eventkit tests benchmarks examples scripts)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint typecheck test demo bench clean
+.PHONY: help venv lint typecheck test demo bench bench-quick clean
 
 help: ## List the targets
 	@echo "eventkit make targets:"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## Create .venv and install eventkit with the dev extra
 
@@ -46,6 +46,9 @@ demo: venv ## Run the example service against the in-memory bus
 
 bench: venv ## Run the pipeline benchmark
 	$(BIN)/python benchmarks/bench_pipeline.py
+
+bench-quick: venv ## The in-memory chain benchmark; fails when over budget by more than 20%
+	$(BIN)/python benchmarks/bench_pipeline.py --records 30000 --repeats 5 --check
 
 clean: ## Remove the venv, caches, coverage and test reports
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis htmlcov build dist

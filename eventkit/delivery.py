@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from eventkit.codecs.wire import WireEvent
+    from eventkit.outcomes import Outcome
     from eventkit.ports import Claim, Record
     from eventkit.routing import HandlerSpec
+
+
+class LeaseKeeper(Protocol):
+    """Extends a delivery's idempotency lease before a wait (the idempotency step)."""
+
+    async def keep(self, delivery: Delivery, seconds: float) -> None: ...
 
 
 class Delivery:
@@ -31,11 +38,14 @@ class Delivery:
         "first_failure",
         "idempotency_key",
         "last_failure",
+        "lease_keeper",
         "payload",
         "record",
         "retry_after",
         "spec",
+        "unrecorded",
         "upcoming",
+        "verdict",
         "waiting",
     )
 
@@ -56,6 +66,12 @@ class Delivery:
         self.retry_after: float | None = None
         # True while the record only waits (retry back-off): revoke and shutdown cancel at once
         self.waiting = False
+        # a failure already judged final, whose dead letter was not acknowledged yet
+        self.verdict: Exception | None = None
+        # a final outcome whose DONE mark could not be written yet
+        self.unrecorded: Outcome | None = None
+        # keeps the idempotency lease alive across a retry back-off
+        self.lease_keeper: LeaseKeeper | None = None
         # the deliveries queued behind this one in its lane, for claiming a chunk ahead
         self.upcoming: Callable[[int], Iterable[Delivery]] | None = None
 

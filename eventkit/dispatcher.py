@@ -6,15 +6,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventkit.codecs.reader import EnvelopeReader
-from eventkit.invoke import invoker
+from eventkit.invoke import handler_call, invoker
 from eventkit.keys import namespace_for
-from eventkit.middleware.deadletter import dead_letter
-from eventkit.middleware.decode import decode, decode_delivery
+from eventkit.middleware.deadletter import settle_failure
+from eventkit.middleware.decode import decode_delivery
 from eventkit.middleware.idempotency import IdempotencyGuard
-from eventkit.middleware.observe import OutcomeCounts, RecordObserver, observe
-from eventkit.middleware.retry import retry
-from eventkit.middleware.route import RouteTable
+from eventkit.middleware.observe import OutcomeCounts, RecordObserver, observe, outcome_counts
+from eventkit.middleware.retry import retry, retry_handler
+from eventkit.middleware.route import Route, RouteTable
 from eventkit.middleware.timeout import timeout
+from eventkit.outcomes import Outcome
 from eventkit.pipeline import Middleware, Next, compose
 
 if TYPE_CHECKING:
@@ -54,21 +55,21 @@ def build_dispatcher(
 ) -> Dispatcher:
     """Build the outer chain and one inner chain per handler.
 
-    Outer: observe -> dead_letter -> route. Inner, per handler: decode -> user middlewares ->
-    idempotency -> dead_letter -> retry -> timeout -> count start -> handler. Idempotency sits
+    Entry (route, decode, settle failures, count), wrapped by ``observe`` when there are
+    observers. Inner, per handler: user middlewares -> idempotency -> retry (which
+    dead-letters what it gives up on) -> timeout -> count start -> handler. Idempotency sits
     outside retry so that one claim covers every attempt and DONE follows the DLQ ack.
     """
     reader = EnvelopeReader(policies.limits)
-    counts = OutcomeCounts()
-    dead_letter_step = dead_letter(dead_letters)
+    counts = outcome_counts()
     routes_holder: list[RouteTable] = []
 
     def prepare(delivery: Delivery) -> HandlerSpec | None:
         route = routes_holder[0].resolve(delivery)
-        if route is None or not policies.idempotent(route[0]):
+        if route is None or not policies.idempotent(route.spec):
             return None
-        decode_delivery(delivery, route[0])
-        return route[0]
+        decode_delivery(delivery, route.spec)
+        return route.spec
 
     guard = None
     if store is not None and any(policies.idempotent(spec) for spec in router):
@@ -82,24 +83,57 @@ def build_dispatcher(
             ttl_for=policies.ttl_for,
         )
 
-    table: dict[str, dict[str, tuple[HandlerSpec, Next]]] = {}
+    table: dict[str, dict[str, Route]] = {}
     for spec in router:
-        steps: list[Middleware] = [decode(spec), *middlewares]
         idempotent = guard is not None and policies.idempotent(spec)
+        steps: list[Middleware] = list(middlewares)
+        inner: list[Middleware] = []
+        if spec.options.timeout is not None:
+            inner.append(timeout(spec.options.timeout))
         if guard is not None and idempotent:
             steps.append(guard.middleware(spec))
-        steps.append(dead_letter_step)
-        steps.append(retry(policies.retry_for(spec), clock, rng))
-        if spec.options.timeout is not None:
-            steps.append(timeout(spec.options.timeout))
-        if guard is not None and idempotent:
-            steps.append(guard.count_start())
-        chain = compose(steps, invoker(spec, publisher))
-        table.setdefault(spec.topic, {})[spec.event_type] = (spec, chain)
+            inner.append(guard.count_start())
+        call = handler_call(spec, publisher)
+        policy = policies.retry_for(spec)
+        if inner:
+            steps.append(retry(policy, clock, rng, dead_letters))
+            chain = compose([*steps, *inner], invoker(call))
+        else:
+            # nothing between retry and the handler: retry calls it, a coroutine less
+            chain = compose(steps, retry_handler(policy, clock, rng, dead_letters, call))
+        # idempotency hashes the raw payload, so its handlers keep the two-pass decode
+        one_pass = None if idempotent else spec.envelope_decoder
+        table.setdefault(spec.topic, {})[spec.event_type] = Route(spec, chain, one_pass)
 
     routes = RouteTable(table, reader, policies.unknown_event_types)
     routes_holder.append(routes)
-    outer = compose(
-        [observe(counts, observers, clock.monotonic), dead_letter_step], routes.dispatch()
-    )
-    return Dispatcher(dispatch=outer, routes=routes, counts=counts, guard=guard)
+    dispatch = entry(routes, dead_letters, counts)
+    if observers:
+        dispatch = observe(observers, clock.monotonic)(dispatch)
+    return Dispatcher(dispatch=dispatch, routes=routes, counts=counts, guard=guard)
+
+
+def entry(routes: RouteTable, dead_letters: DeadLetterPublisher, counts: OutcomeCounts) -> Next:
+    """Where every record enters: route, decode, run the handler's chain, settle, count.
+
+    Routing and decoding run here rather than as layers of their own (decoding needs the
+    route, the handler's payload type), and so does settling what escaped the handler's
+    chain (poison input, errors of user middlewares): a layer costs a coroutine per record.
+    """
+    resolve = routes.resolve
+
+    async def run(delivery: Delivery) -> Outcome:
+        try:
+            route = resolve(delivery)
+            if route is None:
+                outcome = Outcome.SKIPPED
+            else:
+                if not delivery.decoded:
+                    decode_delivery(delivery, route.spec)
+                outcome = await route.chain(delivery)
+        except Exception as exc:
+            outcome = await settle_failure(dead_letters, delivery, exc)
+        counts[outcome] += 1
+        return outcome
+
+    return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from eventkit.context import EventContext
@@ -10,12 +11,12 @@ from eventkit.outcomes import Outcome
 from eventkit.signature import ParamKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from eventkit.delivery import Delivery
     from eventkit.pipeline import Next
     from eventkit.publisher import EventPublisher
     from eventkit.routing import HandlerSpec
+
+HandlerCall = Callable[["Delivery"], Awaitable[Any]]
 
 
 def envelope_of(delivery: Delivery) -> EventEnvelope[Any]:
@@ -34,45 +35,44 @@ def envelope_of(delivery: Delivery) -> EventEnvelope[Any]:
     )
 
 
-def invoker(spec: HandlerSpec, publisher: EventPublisher | None) -> Next:
-    """A ``Next`` that calls the handler; built once per handler, specialised by signature."""
+def handler_call(spec: HandlerSpec, publisher: EventPublisher | None) -> HandlerCall:
+    """Start the handler with its arguments; built once per handler, shaped by its signature.
+
+    Returns the handler's awaitable without awaiting it, so the caller adds no coroutine.
+    """
     func = spec.func
-    kinds = tuple(param.kind for param in spec.signature.params)
-    keyword_only = any(param.keyword_only for param in spec.signature.params)
+    params = spec.signature.params
+    kinds = tuple(param.kind for param in params)
+    keyword_only = any(param.keyword_only for param in params)
 
     # the common shapes get a direct call; the general one builds its arguments per record
     if kinds == (ParamKind.PAYLOAD,) and not keyword_only:
-
-        async def call_payload(delivery: Delivery) -> Outcome:
-            await func(delivery.payload)
-            return Outcome.HANDLED
-
-        return call_payload
-
+        return lambda delivery: func(delivery.payload)
     if kinds == (ParamKind.PAYLOAD, ParamKind.CONTEXT) and not keyword_only:
-
-        async def call_payload_context(delivery: Delivery) -> Outcome:
-            await func(delivery.payload, EventContext(delivery, publisher))
-            return Outcome.HANDLED
-
-        return call_payload_context
+        return lambda delivery: func(delivery.payload, EventContext(delivery, publisher))
 
     getters: dict[ParamKind, Callable[[Delivery], Any]] = {
         ParamKind.PAYLOAD: lambda delivery: delivery.payload,
         ParamKind.ENVELOPE: envelope_of,
         ParamKind.CONTEXT: lambda delivery: EventContext(delivery, publisher),
     }
-    positional = tuple(
-        getters[param.kind] for param in spec.signature.params if not param.keyword_only
-    )
-    named = tuple(
-        (param.name, getters[param.kind]) for param in spec.signature.params if param.keyword_only
-    )
+    positional = tuple(getters[param.kind] for param in params if not param.keyword_only)
+    named = tuple((param.name, getters[param.kind]) for param in params if param.keyword_only)
 
-    async def call_general(delivery: Delivery) -> Outcome:
+    def call_general(delivery: Delivery) -> Awaitable[Any]:
         args = [get(delivery) for get in positional]
         kwargs = {name: get(delivery) for name, get in named}
-        await func(*args, **kwargs)
-        return Outcome.HANDLED
+        return func(*args, **kwargs)
 
     return call_general
+
+
+def invoker(call: HandlerCall) -> Next:
+    """A ``Next`` that awaits the handler and reports ``HANDLED``."""
+    handled = Outcome.HANDLED
+
+    async def invoke(delivery: Delivery) -> Outcome:
+        await call(delivery)
+        return handled
+
+    return invoke

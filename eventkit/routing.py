@@ -6,7 +6,12 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from eventkit.codecs.payload import PayloadDecoder, build_payload_decoder
+from eventkit.codecs.payload import (
+    EnvelopeDecoder,
+    PayloadDecoder,
+    build_envelope_decoder,
+    build_payload_decoder,
+)
 from eventkit.errors import ConfigurationError, DuplicateHandlerError
 from eventkit.signature import HandlerFunc, HandlerSignature, inspect_handler
 
@@ -66,6 +71,8 @@ class HandlerSpec:
     signature: HandlerSignature
     decoder: PayloadDecoder | None
     options: HandlerOptions
+    #: decodes envelope and payload in one pass, for payload types msgspec reads natively
+    envelope_decoder: EnvelopeDecoder | None = None
 
     @property
     def name(self) -> str:
@@ -116,12 +123,16 @@ class Router:
 
         def register(func: F) -> F:
             signature = inspect_handler(func)
-            decoder = (
-                build_payload_decoder(signature.payload_type)
-                if signature.payload_type is not None
-                else None
+            payload_type = signature.payload_type
+            decoder = envelope_decoder = None
+            if payload_type is not None:
+                decoder = build_payload_decoder(payload_type)
+                envelope_decoder = build_envelope_decoder(payload_type)
+            self._add(
+                HandlerSpec(
+                    route_topic, event_type, func, signature, decoder, options, envelope_decoder
+                )
             )
-            self._add(HandlerSpec(route_topic, event_type, func, signature, decoder, options))
             return func
 
         return register

@@ -96,7 +96,7 @@ class TestBus:
         self.broker = MemoryBroker(
             default_partitions=partitions, now_ms=lambda: int(self.clock.now() * 1000)
         )
-        self.store = store or InMemoryIdempotencyStore(self.clock)
+        self.store = store if store is not None else InMemoryIdempotencyStore(self.clock)
         self._rng = random.Random(seed)
         self._idle_timeout = idle_timeout
         self._recorder = _Recorder()

@@ -8,9 +8,12 @@ from typing import Any
 import msgspec
 import pydantic
 
+from eventkit.codecs.wire import TypedWireEvent, WireEvent
 from eventkit.errors import ConfigurationError, InvalidPayloadError, UndecodableRecordError
 
 PayloadDecoder = Callable[[msgspec.Raw], Any]
+#: Decodes a whole eventkit envelope with its payload in one pass (see ``TypedWireEvent``).
+EnvelopeDecoder = Callable[[bytes], WireEvent]
 
 
 def build_payload_decoder(payload_type: Any) -> PayloadDecoder:
@@ -26,6 +29,20 @@ def build_payload_decoder(payload_type: Any) -> PayloadDecoder:
     if isinstance(payload_type, type) and issubclass(payload_type, pydantic.BaseModel):
         return _pydantic_decoder(payload_type)
     return _msgspec_decoder(payload_type)
+
+
+def build_envelope_decoder(payload_type: Any) -> EnvelopeDecoder | None:
+    """A one-pass decoder of envelope and payload, for types msgspec decodes natively.
+
+    ``None`` for pydantic models (pydantic parses its own JSON) and ``bytes``; call only with
+    a type ``build_payload_decoder`` accepted.
+    """
+    if payload_type is bytes:
+        return None
+    if isinstance(payload_type, type) and issubclass(payload_type, pydantic.BaseModel):
+        return None
+    decoder: msgspec.json.Decoder[WireEvent] = msgspec.json.Decoder(TypedWireEvent[payload_type])
+    return decoder.decode
 
 
 def _raw_bytes(raw: msgspec.Raw) -> bytes:

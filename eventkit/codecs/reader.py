@@ -12,16 +12,20 @@ from eventkit.codecs.wire import WireEvent
 from eventkit.errors import InvalidEnvelopeError, OversizedRecordError, UndecodableRecordError
 
 if TYPE_CHECKING:
+    from eventkit.codecs.payload import EnvelopeDecoder
     from eventkit.ports import Headers, Record
 
 EVENT_TYPE_HEADER = "event_type"
+CE_TYPE_HEADER = cloudevents.TYPE_HEADER
+CE_SPECVERSION_HEADER = cloudevents.SPECVERSION_HEADER
+_TYPE_HEADERS = (EVENT_TYPE_HEADER, CE_TYPE_HEADER)
 
 
 class _SpecVersionProbe(msgspec.Struct):
     specversion: str | None = None
 
 
-_wire_decoder = msgspec.json.Decoder(WireEvent)
+_decode_wire = msgspec.json.Decoder(WireEvent).decode
 _probe_decoder = msgspec.json.Decoder(_SpecVersionProbe)
 
 
@@ -33,10 +37,15 @@ class EnvelopeReader:
     is read as the eventkit JSON envelope.
     """
 
-    __slots__ = ("_limits",)
+    __slots__ = ("_limits", "_max_event_id", "_max_header_bytes", "_max_headers", "_max_value")
 
     def __init__(self, limits: DecodeLimits | None = None) -> None:
-        self._limits = limits or DecodeLimits()
+        self._limits = limits = limits or DecodeLimits()
+        # plain ints in slots: one attribute lookup each on the per-record path
+        self._max_value = limits.max_record_bytes
+        self._max_headers = limits.max_header_count
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_event_id = limits.max_event_id_length
 
     @property
     def limits(self) -> DecodeLimits:
@@ -51,24 +60,27 @@ class EnvelopeReader:
         """
         if not headers:
             return None, False
-        limits = self._limits
-        if len(headers) > limits.max_header_count:
+        if len(headers) > self._max_headers:
             raise OversizedRecordError(
-                f"record has {len(headers)} headers, over the limit of {limits.max_header_count}"
+                f"record has {len(headers)} headers, over the limit of {self._max_headers}"
             )
         size = 0
         type_header: bytes | None = None
         binary = False
-        for name, value in headers:
-            size += len(name) + len(value or b"")
-            if name == EVENT_TYPE_HEADER or name == cloudevents.TYPE_HEADER:  # noqa: PLR1714 - two compares beat a tuple lookup here
-                if type_header is None:
-                    type_header = value
-            elif name == cloudevents.SPECVERSION_HEADER:
-                binary = True
-        if size > limits.max_header_bytes:
+        try:
+            for name, value in headers:
+                size += len(name) + len(value)
+                if name in _TYPE_HEADERS:
+                    if type_header is None:
+                        type_header = value
+                elif name == CE_SPECVERSION_HEADER:
+                    binary = True
+        except TypeError:
+            # a header with a null value: count it as empty (rare, so off the fast path)
+            return self.scan([(name, value or b"") for name, value in headers])
+        if size > self._max_header_bytes:
             raise OversizedRecordError(
-                f"record headers hold {size} bytes, over the limit of {limits.max_header_bytes}"
+                f"record headers hold {size} bytes, over the limit of {self._max_header_bytes}"
             )
         if type_header is None:
             return None, binary
@@ -82,39 +94,80 @@ class EnvelopeReader:
         return self.decode(record, binary=self.scan(record.headers)[1])
 
     def decode(self, record: Record, *, binary: bool) -> WireEvent:
-        """Decode a record whose headers ``scan`` already checked; ``data`` is left raw."""
+        """Decode a record whose headers ``scan`` already checked; ``data`` is left raw.
+
+        Raises ``PoisonRecordError``: ``UndecodableRecordError`` (a tombstone, not JSON, bad
+        UTF-8, nested too deep), ``OversizedRecordError``, or ``InvalidEnvelopeError``
+        (fields missing or of the wrong type, an ``event_id`` that is not visible ASCII).
+        """
         value = record.value
         if value is None:
             raise UndecodableRecordError("record has no value (a tombstone)")
-        if len(value) > self._limits.max_record_bytes:
+        if len(value) > self._max_value:
             raise OversizedRecordError(
-                f"record value is {len(value)} bytes, over the limit of "
-                f"{self._limits.max_record_bytes}"
+                f"record value is {len(value)} bytes, over the limit of {self._max_value}"
             )
         if binary:
             event = cloudevents.decode_binary(value, record.headers, record.timestamp)
         else:
-            event = self._decode_body(value, record.timestamp)
-        self._check_event_id(event.event_id)
+            try:
+                event = _decode_wire(value)
+            except msgspec.ValidationError as exc:
+                event = self._not_an_envelope(value, record.timestamp, exc)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                # msgspec raises UnicodeDecodeError, not DecodeError, for bad UTF-8 in a string
+                raise UndecodableRecordError(f"undecodable record: {exc}") from None
+            except RecursionError:
+                # msgspec raises RecursionError, not DecodeError, on very deep input
+                raise UndecodableRecordError("undecodable record: JSON nested too deep") from None
+            if event.specversion is not None:
+                # a specversion member makes it a structured CloudEvent, whatever the content type
+                event = cloudevents.decode_structured(value, record.timestamp)
+        event_id = event.event_id
+        # str methods are several times cheaper than a regex constraint in the decoder
+        if (
+            not event_id.isascii()
+            or not event_id.isprintable()
+            or " " in event_id
+            or len(event_id) > self._max_event_id
+        ):
+            raise InvalidEnvelopeError(
+                f"invalid envelope: event_id must be 1 to {self._max_event_id} visible ASCII "
+                "characters without spaces"
+            )
         return event
 
-    def _decode_body(self, value: bytes, timestamp_ms: int) -> WireEvent:
+    def decode_typed(self, record: Record, decode: EnvelopeDecoder) -> WireEvent | None:
+        """Decode envelope and payload in one pass; ``None`` when anything is off.
+
+        On ``None`` the caller reads the record the usual way (``decode``, then the payload
+        decoder), which raises the precise error; so the fast path never changes an outcome.
+        """
+        value = record.value
+        if value is None or len(value) > self._max_value:
+            return None
         try:
-            event = _wire_decoder.decode(value)
-        except msgspec.ValidationError as exc:
-            if self._has_specversion(value):
-                return cloudevents.decode_structured(value, timestamp_ms)
-            raise InvalidEnvelopeError(f"invalid envelope: {exc}") from None
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            # msgspec raises UnicodeDecodeError, not DecodeError, for bad UTF-8 in a string
-            raise UndecodableRecordError(f"undecodable record: {exc}") from None
-        except RecursionError:
-            # msgspec raises RecursionError, not DecodeError, on very deep input
-            raise UndecodableRecordError("undecodable record: JSON nested too deep") from None
-        if event.specversion is not None:
-            # a specversion member makes it a structured CloudEvent, whatever the content type
-            return cloudevents.decode_structured(value, timestamp_ms)
+            event = decode(value)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return None
+        event_id = event.event_id
+        if (
+            event.specversion is not None
+            or not event_id.isascii()
+            or not event_id.isprintable()
+            or " " in event_id
+            or len(event_id) > self._max_event_id
+        ):
+            return None
         return event
+
+    def _not_an_envelope(
+        self, value: bytes, timestamp_ms: int, error: msgspec.ValidationError
+    ) -> WireEvent:
+        """A body that is no eventkit envelope may still be a structured CloudEvent."""
+        if self._has_specversion(value):
+            return cloudevents.decode_structured(value, timestamp_ms)
+        raise InvalidEnvelopeError(f"invalid envelope: {error}") from None
 
     @staticmethod
     def _has_specversion(value: bytes) -> bool:
@@ -122,14 +175,3 @@ class EnvelopeReader:
             return _probe_decoder.decode(value).specversion is not None
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return False
-
-    def _check_event_id(self, event_id: str) -> None:
-        # a str method check is several times cheaper than a regex constraint in the decoder
-        if not (event_id.isascii() and event_id.isprintable()) or " " in event_id:
-            raise InvalidEnvelopeError(
-                "invalid envelope: event_id must be visible ASCII without spaces"
-            )
-        if len(event_id) > self._limits.max_event_id_length:
-            raise InvalidEnvelopeError(
-                f"invalid envelope: event_id is longer than {self._limits.max_event_id_length}"
-            )

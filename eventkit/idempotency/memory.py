@@ -7,7 +7,7 @@ of the in-memory bus and of tests, never of a Kafka worker unless chosen explici
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventkit._mutation import is_planted
@@ -47,7 +47,8 @@ class _Entry:
     outcome: Outcome | None = None
     payload_hash: str | None = None
     done_deadline: float = 0.0
-    completed_replays: set[str] = field(default_factory=set)
+    # created on the first completed replay: most keys are never replayed
+    completed_replays: set[str] | None = None
 
     def leased(self, now: float) -> bool:
         return self.token is not None and now < self.lease_deadline
@@ -132,7 +133,12 @@ class InMemoryIdempotencyStore:
         # sweeping every max(sweep_every, size) claims keeps the cost per claim constant
         if self._claims_since_sweep >= max(self._sweep_every, len(self._entries)):
             self._sweep(now)
-        return [self._claim_one(request, now, lease_seconds) for request in requests]
+        # one random secret per call, a counter per key: tokens stay unguessable and unique
+        secret = secrets.token_hex(12)
+        return [
+            self._claim_one(request, now, lease_seconds, f"{secret}-{index}")
+            for index, request in enumerate(requests)
+        ]
 
     async def start(self, key: str, token: str) -> int:
         """Count one handler start and return the attempts including this one.
@@ -177,6 +183,8 @@ class InMemoryIdempotencyStore:
             # planted bug: a stale or foreign token overwrites whatever holds the key
             entry = self._entries.setdefault(key, _Entry())
         if entry.lease_replay_id is not None:
+            if entry.completed_replays is None:
+                entry.completed_replays = set()
             entry.completed_replays.add(entry.lease_replay_id)
         entry.outcome = outcome
         entry.payload_hash = payload_hash
@@ -197,7 +205,9 @@ class InMemoryIdempotencyStore:
             del self._entries[key]
         return True
 
-    def _claim_one(self, request: ClaimRequest, now: float, lease_seconds: float) -> Claim:
+    def _claim_one(
+        self, request: ClaimRequest, now: float, lease_seconds: float, token: str
+    ) -> Claim:
         entry = self._live(request.key, now)
         if entry is None:
             entry = self._entries[request.key] = _Entry()
@@ -215,7 +225,7 @@ class InMemoryIdempotencyStore:
             if (
                 replay_id is None
                 or entry.outcome is not Outcome.DEAD_LETTERED
-                or replay_id in entry.completed_replays
+                or (entry.completed_replays is not None and replay_id in entry.completed_replays)
             ):
                 return Claim(
                     ClaimStatus.DUPLICATE,
@@ -226,12 +236,11 @@ class InMemoryIdempotencyStore:
             if entry.lease_replay_id != replay_id:
                 # a new replay starts its own attempt count; the same replay after a crash keeps it
                 entry.attempts = 0
-        return self._lease(entry, request.replay_id, now, lease_seconds)
+        return self._lease(entry, request.replay_id, now, lease_seconds, token)
 
     def _lease(
-        self, entry: _Entry, replay_id: str | None, now: float, lease_seconds: float
+        self, entry: _Entry, replay_id: str | None, now: float, lease_seconds: float, token: str
     ) -> Claim:
-        token = secrets.token_hex(16)
         entry.token = token
         entry.lease_deadline = now + lease_seconds
         entry.lease_replay_id = replay_id

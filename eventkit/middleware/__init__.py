@@ -1,7 +1,7 @@
 """The built-in middlewares of the record path, in the order the chain runs them.
 
-observe -> dead_letter -> route | decode -> idempotency -> dead_letter -> retry -> timeout
--> handler
+(observe) -> entry: route, decode, settle, count -> (user middlewares) -> idempotency ->
+retry, which dead-letters what it gives up on -> timeout -> handler
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``dead_letter``: final failures go to the DLQ; infrastructure failures defer the record."""
+"""Settling a failure: final ones go to the DLQ; infrastructure failures defer the record."""
 
 from __future__ import annotations
 
@@ -10,35 +10,25 @@ from eventkit.outcomes import Outcome
 if TYPE_CHECKING:
     from eventkit.deadletters import DeadLetterPublisher
     from eventkit.delivery import Delivery
-    from eventkit.pipeline import Middleware, Next
 
 
-def dead_letter(publisher: DeadLetterPublisher) -> Middleware:
-    """Turn exceptions into outcomes: ``DEAD_LETTERED`` once the DLQ acknowledged, else
-    ``DEFERRED``.
+async def settle_failure(
+    publisher: DeadLetterPublisher, delivery: Delivery, error: Exception
+) -> Outcome:
+    """The outcome of a record whose processing raised ``error``.
 
-    It stands twice in the chain: outside decoding, for poison input, and inside idempotency,
-    for handler failures that retry gave up on, so that DONE is recorded only after the DLQ
-    acknowledged. An ``InfrastructureError`` (store, broker, DLQ producer) is never a record's
-    fault: the record is deferred and tried again, nothing is dead-lettered.
+    An ``InfrastructureError`` (store, broker, DLQ producer) is never the record's fault: it
+    is ``DEFERRED`` and tried again. Anything else is final: the record goes to the
+    dead-letter topic and is ``DEAD_LETTERED`` once the DLQ acknowledged, or stays
+    ``DEFERRED`` when the DLQ could not be written (a dead letter not acknowledged is no skip).
     """
-
-    def wrap(next_: Next) -> Next:
-        async def run(delivery: Delivery) -> Outcome:
-            try:
-                return await next_(delivery)
-            except InfrastructureError as exc:
-                delivery.error = exc
-                return Outcome.DEFERRED
-            except Exception as exc:
-                delivery.error = exc
-                try:
-                    await publisher.send(delivery, exc)
-                except InfrastructureError:
-                    # a dead letter that was not acknowledged is not a skip
-                    return Outcome.DEFERRED
-                return Outcome.DEAD_LETTERED
-
-        return run
-
-    return wrap
+    delivery.error = error
+    if isinstance(error, InfrastructureError):
+        return Outcome.DEFERRED
+    # the verdict is kept: if the DLQ is down, the next try only sends the dead letter
+    delivery.verdict = error
+    try:
+        await publisher.send(delivery, error)
+    except InfrastructureError:
+        return Outcome.DEFERRED
+    return Outcome.DEAD_LETTERED

@@ -1,15 +1,13 @@
-"""``decode``: the handler's typed payload, from the envelope routing decoded."""
+"""The decode step: the handler's typed payload, from the envelope routing decoded."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from eventkit.errors import InvalidEnvelopeError
+from eventkit.middleware.route import mismatch
 
 if TYPE_CHECKING:
     from eventkit.delivery import Delivery
-    from eventkit.outcomes import Outcome
-    from eventkit.pipeline import Middleware, Next
     from eventkit.routing import HandlerSpec
 
 
@@ -24,24 +22,8 @@ def decode_delivery(delivery: Delivery, spec: HandlerSpec) -> None:
     event = delivery.event
     assert event is not None, "routing decodes the envelope"
     if event.event_type != delivery.event_type:
-        raise InvalidEnvelopeError(
-            f"event_type header {str(delivery.event_type)[:256]!r} does not match the "
-            f"envelope's {event.event_type[:256]!r}"
-        )
+        raise mismatch(delivery.event_type, event.event_type)
     decoder = spec.decoder
     if decoder is not None:
         delivery.payload = decoder(event.data)
     delivery.decoded = True
-
-
-def decode(spec: HandlerSpec) -> Middleware:
-    """Decode each record's payload for ``spec`` before the rest of its chain runs."""
-
-    def wrap(next_: Next) -> Next:
-        async def run(delivery: Delivery) -> Outcome:
-            decode_delivery(delivery, spec)
-            return await next_(delivery)
-
-        return run
-
-    return wrap

@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eventkit.errors import PoisonRecordError, StoreUnavailableError
+from eventkit.errors import LeaseLostError, PoisonRecordError, StoreUnavailableError
 from eventkit.keys import idempotency_key, payload_hash
 from eventkit.outcomes import Outcome
 from eventkit.ports import ClaimRequest, ClaimStatus
@@ -65,7 +65,8 @@ class IdempotencyGuard:
         self._clock = clock
         self._prepare = prepare
         self._ttl_for = ttl_for
-        self._held: dict[str, asyncio.Event] = {}
+        # keys this worker holds a lease on, with a future once another delivery waits for one
+        self._held: dict[str, asyncio.Future[None] | None] = {}
         # observed seconds per handler call, to size chunks so they finish within the lease
         self._pace = 0.001
 
@@ -105,10 +106,11 @@ class IdempotencyGuard:
         requests = [ClaimRequest(self.key_of(d), _replay_id(d)) for d in chunk]
         self.counts.claim_calls += 1
         claims = await self.store.claim(requests, self._lease)
+        held = self._held
         for claimed, claim in zip(chunk, claims, strict=True):
             claimed.claim = claim
             if claim.status is ClaimStatus.CLAIMED:
-                self._held[claimed.idempotency_key or ""] = asyncio.Event()
+                held[claimed.idempotency_key or ""] = None
 
     async def _claim_one(self, delivery: Delivery) -> Claim:
         key = self.key_of(delivery)
@@ -116,13 +118,21 @@ class IdempotencyGuard:
         [claim] = await self.store.claim([ClaimRequest(key, _replay_id(delivery))], self._lease)
         delivery.claim = claim
         if claim.status is ClaimStatus.CLAIMED:
-            self._held[key] = asyncio.Event()
+            self._held[key] = None
         return claim
 
     def _let_go(self, key: str) -> None:
-        held = self._held.pop(key, None)
-        if held is not None:
-            held.set()
+        waiter = self._held.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_for_own_lease(self, key: str) -> None:
+        """Wait until this worker's other delivery of ``key`` finished or let it go."""
+        waiter = self._held.get(key)
+        if waiter is None:
+            # the future is made only when someone waits: most keys never have a waiter
+            waiter = self._held[key] = asyncio.get_running_loop().create_future()
+        await waiter
 
     async def release_unstarted(self, deliveries: Iterable[Delivery]) -> None:
         """Release the claims of deliveries that will not run here (revoke, shutdown)."""
@@ -140,12 +150,14 @@ class IdempotencyGuard:
     def middleware(self, spec: HandlerSpec) -> Middleware:
         """The idempotency step of one handler's chain."""
         ttl = self._ttl_for(spec)
-        store = self.store
         counts = self.counts
         monotonic = self._clock.monotonic
 
         def wrap(next_: Next) -> Next:
             async def run(delivery: Delivery) -> Outcome:
+                if delivery.unrecorded is not None:
+                    # the handler finished before; only its DONE mark is left to write
+                    return await self._record(delivery, delivery.unrecorded, ttl)
                 claim = delivery.claim
                 if claim is None:
                     await self.claim_ahead(delivery)
@@ -154,7 +166,7 @@ class IdempotencyGuard:
                 key = self.key_of(delivery)
                 while claim.status is ClaimStatus.BUSY and key in self._held:
                     # our own lease in another lane: wait for it, then ask again
-                    await self._held[key].wait()
+                    await self._wait_for_own_lease(key)
                     claim = await self._claim_one(delivery)
                 if claim.status is ClaimStatus.DUPLICATE:
                     counts.duplicate += 1
@@ -172,32 +184,64 @@ class IdempotencyGuard:
                     delivery.retry_after = claim.retry_after
                     return Outcome.DEFERRED
                 counts.claimed += 1
-                token = claim.token or ""
+                delivery.lease_keeper = self
                 started = monotonic()
                 try:
                     outcome = await next_(delivery)
                 except BaseException:
-                    delivery.claim = None
-                    self._let_go(key)
-                    await _release_quietly(store, key, token)
+                    await self._give_up(delivery)
                     raise
                 self._pace = 0.9 * self._pace + 0.1 * max(monotonic() - started, 1e-6)
-                delivery.claim = None
-                try:
-                    if outcome is Outcome.HANDLED or outcome is Outcome.DEAD_LETTERED:
-                        event = delivery.event
-                        digest = payload_hash(event.data) if event is not None else ""
-                        if not await store.complete(key, token, outcome, digest, ttl):
-                            counts.lease_lost += 1
-                    else:
-                        await store.release(key, token)
-                finally:
-                    self._let_go(key)
+                if outcome is Outcome.HANDLED or outcome is Outcome.DEAD_LETTERED:
+                    return await self._record(delivery, outcome, ttl)
+                await self._give_up(delivery)
                 return outcome
 
             return run
 
         return wrap
+
+    async def _record(self, delivery: Delivery, outcome: Outcome, ttl: float) -> Outcome:
+        """Mark the key done with ``outcome``, token-checked; keep trying while the store is
+        down, without running the handler again."""
+        claim = delivery.claim
+        assert claim is not None, "only a claimed delivery is recorded"
+        assert claim.token is not None, "a claim that was granted has a token"
+        key = self.key_of(delivery)
+        event = delivery.event
+        digest = payload_hash(event.data) if event is not None else ""
+        delivery.unrecorded = outcome
+        # StoreUnavailableError propagates: the record is deferred and comes back here
+        done = await self.store.complete(key, claim.token, outcome, digest, ttl)
+        if not done:
+            # the lease ran out under us: the effect happened, the mark did not (counted)
+            self.counts.lease_lost += 1
+        delivery.unrecorded = None
+        delivery.claim = None
+        delivery.lease_keeper = None
+        self._let_go(key)
+        return outcome
+
+    async def _give_up(self, delivery: Delivery) -> None:
+        """Release the claim so that a later delivery may claim it again."""
+        claim = delivery.claim
+        delivery.claim = None
+        delivery.lease_keeper = None
+        if claim is None or claim.token is None:
+            return
+        key = self.key_of(delivery)
+        self._let_go(key)
+        await _release_quietly(self.store, key, claim.token)
+
+    async def keep(self, delivery: Delivery, seconds: float) -> None:
+        """Keep the lease of ``delivery`` for ``seconds`` more than a full lease (a back-off
+        is about to wait that long); raises ``LeaseLostError`` if it is gone already."""
+        claim = delivery.claim
+        if claim is None or claim.token is None:
+            return
+        if not await self.store.renew(self.key_of(delivery), claim.token, seconds + self._lease):
+            self.counts.lease_lost += 1
+            raise LeaseLostError("the idempotency lease expired before the retry")
 
     def count_start(self) -> Middleware:
         """Innermost step: record a handler start in the store before each attempt."""

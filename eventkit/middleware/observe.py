@@ -19,36 +19,24 @@ class RecordObserver(Protocol):
     def record_finished(self, delivery: Delivery, outcome: Outcome, seconds: float) -> None: ...
 
 
-class OutcomeCounts(dict[Outcome, int]):
-    """How many records reached each outcome; always kept, at the cost of one dict update."""
-
-    def __init__(self) -> None:
-        super().__init__(dict.fromkeys(Outcome, 0))
+#: How many records reached each outcome; the dispatcher keeps it for every record.
+OutcomeCounts = dict[Outcome, int]
 
 
-def observe(
-    counts: OutcomeCounts,
-    observers: Sequence[RecordObserver],
-    monotonic: Callable[[], float],
-) -> Middleware:
-    """Count each record's outcome and, when there are observers, time it and tell them."""
+def outcome_counts() -> OutcomeCounts:
+    """Zeroed counts (a plain dict: subscripting a subclass skips the fast path)."""
+    return dict.fromkeys(Outcome, 0)
+
+
+def observe(observers: Sequence[RecordObserver], monotonic: Callable[[], float]) -> Middleware:
+    """Time each record and tell every observer its outcome (added only when there are any)."""
     hooks = tuple(observer.record_finished for observer in observers)
 
     def wrap(next_: Next) -> Next:
-        if not hooks:
-
-            async def count(delivery: Delivery) -> Outcome:
-                outcome = await next_(delivery)
-                counts[outcome] += 1
-                return outcome
-
-            return count
-
         async def run(delivery: Delivery) -> Outcome:
             started = monotonic()
             outcome = await next_(delivery)
             elapsed = monotonic() - started
-            counts[outcome] += 1
             for hook in hooks:
                 hook(delivery, outcome, elapsed)
             return outcome

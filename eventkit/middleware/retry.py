@@ -1,51 +1,130 @@
-"""``retry``: bounded in-partition retries with full-jitter back-off on the injected clock."""
+"""``retry``: one failure policy — bounded retries with full-jitter back-off, then settle.
+
+Settling a failure the policy gives up on means the dead-letter topic (or ``DEFERRED`` for
+infrastructure errors and an unwritable DLQ); retries and dead letters are one decision.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from eventkit.errors import InfrastructureError
+from eventkit.middleware.deadletter import settle_failure
+from eventkit.outcomes import Outcome
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Awaitable, Callable
+    from typing import Any
 
+    from eventkit.deadletters import DeadLetterPublisher
     from eventkit.delivery import Delivery
-    from eventkit.outcomes import Outcome
     from eventkit.pipeline import Middleware, Next
     from eventkit.ports import Clock
     from eventkit.retry import RetryPolicy
 
 
-def retry(policy: RetryPolicy, clock: Clock, rng: random.Random) -> Middleware:
-    """Call the rest of the chain until it succeeds or the policy gives up, then re-raise.
+class _Policy:
+    """The decisions shared by both shapes of the retry step."""
 
-    Each call is one attempt (``delivery.attempt`` counts them). The back-off sleep marks the
-    delivery as waiting, so revoke and shutdown cancel it at once instead of draining it.
-    Infrastructure errors pass through untouched: they are never a handler's attempt.
+    __slots__ = ("clock", "dead_letters", "policy", "rng")
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        clock: Clock,
+        rng: random.Random,
+        dead_letters: DeadLetterPublisher,
+    ) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.rng = rng
+        self.dead_letters = dead_letters
+
+    def gives_up(self, delivery: Delivery, error: Exception) -> bool:
+        """Record the failure; ``True`` when there is no further attempt."""
+        if isinstance(error, InfrastructureError):
+            # never a handler's attempt: settled as DEFERRED, tried again later
+            delivery.attempt -= 1
+            return True
+        now = self.clock.now()
+        if delivery.first_failure is None:
+            delivery.first_failure = now
+        delivery.last_failure = now
+        delivery.error = error
+        policy = self.policy
+        return delivery.attempt >= policy.max_attempts or not policy.is_retryable(error)
+
+    async def back_off(self, delivery: Delivery) -> None:
+        """Wait before the next attempt; marked as waiting so revoke and shutdown cancel it."""
+        delay = self.policy.delay(delivery.attempt, self.rng)
+        keeper = delivery.lease_keeper
+        if keeper is not None:
+            await keeper.keep(delivery, delay)
+        delivery.waiting = True
+        try:
+            await self.clock.sleep(delay)
+        finally:
+            delivery.waiting = False
+
+
+def retry(
+    policy: RetryPolicy, clock: Clock, rng: random.Random, dead_letters: DeadLetterPublisher
+) -> Middleware:
+    """Call the rest of the chain until it succeeds or the policy gives up, then settle.
+
+    Each call is one attempt (``delivery.attempt`` counts them). A failure the policy gives
+    up on is dead-lettered here, inside the idempotency step, so that DONE follows the DLQ
+    acknowledgement. Infrastructure errors are never an attempt: the record is deferred.
     """
+    decide = _Policy(policy, clock, rng, dead_letters)
 
     def wrap(next_: Next) -> Next:
         async def run(delivery: Delivery) -> Outcome:
+            if delivery.verdict is not None:
+                # judged final before; only its dead letter is left to send
+                return await settle_failure(dead_letters, delivery, delivery.verdict)
             while True:
                 delivery.attempt += 1
                 try:
                     return await next_(delivery)
-                except InfrastructureError:
-                    raise
                 except Exception as exc:
-                    now = clock.now()
-                    if delivery.first_failure is None:
-                        delivery.first_failure = now
-                    delivery.last_failure = now
-                    delivery.error = exc
-                    if delivery.attempt >= policy.max_attempts or not policy.is_retryable(exc):
-                        raise
-                delivery.waiting = True
-                try:
-                    await clock.sleep(policy.delay(delivery.attempt, rng))
-                finally:
-                    delivery.waiting = False
+                    if decide.gives_up(delivery, exc):
+                        return await settle_failure(dead_letters, delivery, exc)
+                await decide.back_off(delivery)
 
         return run
 
     return wrap
+
+
+def retry_handler(
+    policy: RetryPolicy,
+    clock: Clock,
+    rng: random.Random,
+    dead_letters: DeadLetterPublisher,
+    call: Callable[[Delivery], Awaitable[Any]],
+) -> Next:
+    """``retry`` ending the chain: it calls the handler itself, one coroutine less per record.
+
+    Used when nothing stands between the retry step and the handler (no timeout, no
+    idempotency); the behaviour is that of ``retry`` around the handler, exactly.
+    """
+    decide = _Policy(policy, clock, rng, dead_letters)
+    handled = Outcome.HANDLED
+
+    async def run(delivery: Delivery) -> Outcome:
+        if delivery.verdict is not None:
+            # judged final before; only its dead letter is left to send
+            return await settle_failure(dead_letters, delivery, delivery.verdict)
+        while True:
+            delivery.attempt += 1
+            try:
+                await call(delivery)
+                return handled
+            except Exception as exc:
+                if decide.gives_up(delivery, exc):
+                    return await settle_failure(dead_letters, delivery, exc)
+            await decide.back_off(delivery)
+
+    return run

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from eventkit.offsets import OffsetTracker
     from eventkit.ports import Clock, Consumer, TopicPartition
     from eventkit.worker.config import WorkerConfig
+    from eventkit.worker.lane import Progress
 
 logger = logging.getLogger("eventkit.worker")
 
@@ -45,6 +46,7 @@ class Committer:
         config: WorkerConfig,
         clock: Clock,
         owner_epoch: Callable[[TopicPartition], int | None],
+        progress: Progress,
     ) -> None:
         self._consumer = consumer
         self._offsets = offsets
@@ -53,19 +55,17 @@ class Committer:
         self._owner_epoch = owner_epoch
         self.committed: dict[TopicPartition, int] = {}
         self.counts = CommitCounts()
-        self._finished_since = 0
+        self._progress = progress
+        self._finished_at_commit = 0
         self._due_at = clock.monotonic() + config.commit_interval
         self._in_flight: asyncio.Task[None] | None = None
-
-    def record_finished(self) -> None:
-        self._finished_since += 1
 
     def maybe_commit(self, owned: Collection[TopicPartition]) -> None:
         """Start a background commit if one is due and none is running."""
         if self._in_flight is not None and not self._in_flight.done():
             return
         if (
-            self._finished_since < self._config.commit_every
+            self._progress.finished - self._finished_at_commit < self._config.commit_every
             and self._clock.monotonic() < self._due_at
         ):
             return
@@ -88,7 +88,7 @@ class Committer:
 
     async def commit(self, partitions: Collection[TopicPartition]) -> None:
         """Commit the finished prefix of ``partitions``; errors are counted, never raised."""
-        self._finished_since = 0
+        self._finished_at_commit = self._progress.finished
         self._due_at = self._clock.monotonic() + self._config.commit_interval
         offsets = self.pending(partitions)
         if not offsets:

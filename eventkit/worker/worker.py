@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from eventkit.offsets import OffsetTracker
 from eventkit.worker.commits import Committer
-from eventkit.worker.lane import Lane
+from eventkit.worker.lane import Lane, Progress
 
 if TYPE_CHECKING:
     from eventkit.delivery import Delivery
@@ -62,8 +62,14 @@ class Worker:
         self.failure: BaseException | None = None
         self.listener_errors = 0
         self.rebalances = 0
+        self.progress = Progress()
         self.committer = Committer(
-            consumer, self._offsets, config=config, clock=clock, owner_epoch=self._epoch_of
+            consumer,
+            self._offsets,
+            config=config,
+            clock=clock,
+            owner_epoch=self._epoch_of,
+            progress=self.progress,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -176,9 +182,6 @@ class Worker:
         else:
             self._consumer.resume([tp])
 
-    def record_finished(self) -> None:
-        self.committer.record_finished()
-
     # -- rebalance listener ----------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: frozenset[TopicPartition]) -> None:
@@ -212,6 +215,7 @@ class Worker:
                         dispatch=self._dispatch,
                         offsets=self._offsets.partition(tp),
                         owner=self,
+                        progress=self.progress,
                         clock=self._clock,
                         config=self._config,
                     )
@@ -247,7 +251,9 @@ class Worker:
             if pending:
                 clean = False
                 await asyncio.wait(pending)
-        unstarted = [delivery for lane in lanes for delivery in lane.take_unstarted()]
-        if self._release_unstarted is not None and unstarted:
-            await self._release_unstarted(unstarted)
+        # the queued ones never started; a cancelled current one may still hold a lease
+        leftovers = [delivery for lane in lanes for delivery in lane.take_unstarted()]
+        leftovers.extend(lane.current for lane in lanes if lane.current is not None)
+        if self._release_unstarted is not None and leftovers:
+            await self._release_unstarted(leftovers)
         return clean

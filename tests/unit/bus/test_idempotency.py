@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from eventkit import ConfigurationError, EventApp, EventContext, Outcome, RetryPolicy
+from eventkit import (
+    ConfigurationError,
+    EventApp,
+    EventContext,
+    NonRetryableError,
+    Outcome,
+    RetryPolicy,
+)
+from eventkit.fakeclock import FakeClock
+from eventkit.idempotency import InMemoryIdempotencyStore
 from eventkit.keys import idempotency_key, namespace_for
 from eventkit.ports import ClaimRequest, ClaimStatus, TopicPartition
 from eventkit.transports.memory import MemoryBroker
@@ -216,3 +225,86 @@ async def test_idempotency_without_a_store_is_a_start_up_error() -> None:
     broker = MemoryBroker()
     with pytest.raises(ConfigurationError, match="idempotency"):
         await app.start(consumer=broker.consumer("g"), publisher=broker.publisher(), store=None)
+
+
+async def test_the_bus_uses_the_store_it_is_given() -> None:
+    """A store passed to ``testing`` is the one the app uses, even while it is empty."""
+    app = EventApp("given-store")
+
+    @app.handler("A", topic="t")
+    async def handle(event: dict[str, Any]) -> None:
+        pass
+
+    store = InMemoryIdempotencyStore(FakeClock())
+    async with app.testing(store=store) as bus:
+        assert bus.store is store
+
+
+async def test_a_long_back_off_keeps_the_lease_and_counts_attempts_once() -> None:
+    """Back-offs longer than the lease renew it first: attempts run 1, 2, 3, 4, then DLQ."""
+    policy = RetryPolicy(max_attempts=4, base_delay=10.0, max_delay=60.0)
+    app = EventApp("long-back-off", retry=policy, lease_seconds=30.0)
+    attempts: list[int] = []
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def failing(event: OrderPlaced, ctx: EventContext) -> None:
+        attempts.append(ctx.attempt)
+        raise RuntimeError("still failing")
+
+    for seed in range(5):
+        attempts.clear()
+        async with app.testing(seed=seed) as bus:
+            await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+            await bus.run_until_idle()
+            [letter] = bus.dead_letters("orders")
+            assert dict(letter.headers)["dlq_attempts"] == b"4"
+            assert bus.outcomes == {Outcome.DEAD_LETTERED: 1}
+        assert attempts == [1, 2, 3, 4]
+
+
+async def test_a_dlq_outage_sends_the_dead_letter_later_without_running_the_handler() -> None:
+    """The verdict is kept: once the DLQ is back only the dead letter is sent."""
+    app = EventApp("dlq-later")
+    calls = 0
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def refuse(event: OrderPlaced) -> None:
+        nonlocal calls
+        calls += 1
+        raise NonRetryableError("cancelled order")
+
+    async with app.testing(partitions=1) as bus:
+        bus.broker.fail_publishes("orders.dlq", ConnectionError("down"))
+        await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until(lambda: bus.outcomes[Outcome.DEFERRED] >= 3)
+        bus.broker.fail_publishes("orders.dlq", None)
+        await bus.run_until_idle()
+        [letter] = bus.dead_letters("orders")
+        assert calls == 1
+        assert dict(letter.headers)["dlq_attempts"] == b"1"
+        assert bus.outcomes[Outcome.DEAD_LETTERED] == 1
+
+
+async def test_a_done_mark_that_fails_is_written_later_without_running_the_handler() -> None:
+    """Redis down right after the handler: the DONE mark is retried, the handler is not."""
+    app = EventApp("done-later")
+    calls = 0
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        nonlocal calls
+        calls += 1
+        bus.store.set_unavailable(True)  # the store goes away as the handler returns
+
+    async with app.testing(partitions=1) as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until(lambda: bus.outcomes[Outcome.DEFERRED] >= 2)
+        assert bus.committed("orders", 0) in (None, 0)
+        bus.store.set_unavailable(False)
+        await bus.run_until_idle()
+        assert calls == 1
+        assert bus.outcomes[Outcome.HANDLED] == 1
+        await bus.publish("orders", "ORDER_PLACED", envelope)
+        await bus.run_until_idle()
+        assert calls == 1
+        assert bus.outcomes[Outcome.DUPLICATE] == 1

@@ -1,0 +1,1 @@
+"""The content service of the seed services, rewritten as an eventkit worker."""
