@@ -87,7 +87,7 @@ def make_records(count: int) -> list[BenchRecord]:
             content_id=str(uuid.UUID(int=rng.getrandbits(128))),
             user_id=str(uuid.UUID(int=rng.getrandbits(128))),
             title="A title of moderate length for the benchmark",
-            body="lorem ipsum dolor sit amet " * 5,
+            body="lorem ipsum dolor sit amet " * 2,
             tags=["news", "sport"],
         )
         envelope = EventEnvelope(

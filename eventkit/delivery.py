@@ -14,9 +14,15 @@ if TYPE_CHECKING:
 
 
 class LeaseKeeper(Protocol):
-    """Extends a delivery's idempotency lease before a wait (the idempotency step)."""
+    """The idempotency step's hooks into the retry loop of a claimed delivery."""
 
-    async def keep(self, delivery: Delivery, seconds: float) -> None: ...
+    async def starting(self, delivery: Delivery) -> None:
+        """Count a handler start in the store, before the attempt runs."""
+        ...
+
+    async def keep(self, delivery: Delivery, seconds: float) -> None:
+        """Extend the lease before a wait of ``seconds``."""
+        ...
 
 
 class Delivery:
@@ -31,6 +37,7 @@ class Delivery:
     __slots__ = (
         "attempt",
         "claim",
+        "closing",
         "decoded",
         "error",
         "event",
@@ -41,6 +48,7 @@ class Delivery:
         "lease_keeper",
         "payload",
         "record",
+        "replay_id",
         "retry_after",
         "spec",
         "unrecorded",
@@ -49,9 +57,13 @@ class Delivery:
         "waiting",
     )
 
-    def __init__(self, record: Record) -> None:
+    def __init__(
+        self, record: Record, upcoming: Callable[[int], Iterable[Delivery]] | None = None
+    ) -> None:
         self.record = record
         self.event_type: str | None = None
+        # set when a replayed dead letter names its replay (a ``replay_id`` header)
+        self.replay_id: str | None = None
         self.event: WireEvent | None = None
         self.spec: HandlerSpec | None = None
         self.payload: Any = None
@@ -66,14 +78,16 @@ class Delivery:
         self.retry_after: float | None = None
         # True while the record only waits (retry back-off): revoke and shutdown cancel at once
         self.waiting = False
+        # set when its lane closes: a wait that has not begun yet never begins
+        self.closing = False
         # a failure already judged final, whose dead letter was not acknowledged yet
         self.verdict: Exception | None = None
         # a final outcome whose DONE mark could not be written yet
         self.unrecorded: Outcome | None = None
-        # keeps the idempotency lease alive across a retry back-off
+        # the idempotency step's hooks: count each handler start, keep the lease over waits
         self.lease_keeper: LeaseKeeper | None = None
         # the deliveries queued behind this one in its lane, for claiming a chunk ahead
-        self.upcoming: Callable[[int], Iterable[Delivery]] | None = None
+        self.upcoming = upcoming
 
     def __repr__(self) -> str:
         record = self.record

@@ -56,9 +56,10 @@ def build_dispatcher(
     """Build the outer chain and one inner chain per handler.
 
     Entry (route, decode, settle failures, count), wrapped by ``observe`` when there are
-    observers. Inner, per handler: user middlewares -> idempotency -> retry (which
-    dead-letters what it gives up on) -> timeout -> count start -> handler. Idempotency sits
-    outside retry so that one claim covers every attempt and DONE follows the DLQ ack.
+    observers. Inner, per handler: user middlewares -> idempotency -> retry (which counts
+    each start in the store and dead-letters what it gives up on) -> timeout -> handler.
+    Idempotency sits outside retry so that one claim covers every attempt and DONE follows
+    the DLQ acknowledgement.
     """
     reader = EnvelopeReader(policies.limits)
     counts = outcome_counts()
@@ -87,17 +88,14 @@ def build_dispatcher(
     for spec in router:
         idempotent = guard is not None and policies.idempotent(spec)
         steps: list[Middleware] = list(middlewares)
-        inner: list[Middleware] = []
-        if spec.options.timeout is not None:
-            inner.append(timeout(spec.options.timeout))
         if guard is not None and idempotent:
             steps.append(guard.middleware(spec))
-            inner.append(guard.count_start())
         call = handler_call(spec, publisher)
         policy = policies.retry_for(spec)
-        if inner:
+        if spec.options.timeout is not None:
             steps.append(retry(policy, clock, rng, dead_letters))
-            chain = compose([*steps, *inner], invoker(call))
+            steps.append(timeout(spec.options.timeout))
+            chain = compose(steps, invoker(call))
         else:
             # nothing between retry and the handler: retry calls it, a coroutine less
             chain = compose(steps, retry_handler(policy, clock, rng, dead_letters, call))

@@ -10,16 +10,36 @@ if TYPE_CHECKING:
     import msgspec
 
 
-def idempotency_key(namespace: str, event_type: str, identity: str) -> str:
-    """The store key of an event: the namespace plus a hash of its type and identity.
+#: Ends the namespace in an event key; never part of a namespace, type or identity.
+NAMESPACE_END = "\x1e"
+
+
+def event_key(namespace: str, event_type: str, identity: str) -> str:
+    """The idempotency key of an event, as the dispatcher passes it to a store.
 
     ``namespace`` is per service and consumer group; ``identity`` is the event id (or a
     CloudEvent's source and id). Topic, partition and transport never enter, so a retry
-    topic, a replay or a re-keyed producer delivers the same key.
+    topic, a replay or a re-keyed producer delivers the same key. It is built without
+    hashing, once per record; a store that keeps keys elsewhere stores ``storage_key(key)``.
     """
-    # the length prefix makes the split between type and identity unambiguous
-    material = f"{len(event_type)}:{event_type}{identity}".encode()
-    return f"{namespace}:{hashlib.blake2b(material, digest_size=16).hexdigest()}"
+    # the type's length makes the split between type and identity unambiguous
+    return f"{namespace}{NAMESPACE_END}{len(event_type)}:{event_type}{identity}"
+
+
+def storage_key(key: str) -> str:
+    """The bounded key a remote store (Redis) keeps: the namespace and a hash of the event.
+
+    Hashing bounds the key's size whatever the identity holds, and keeps event ids out of
+    the store's key space.
+    """
+    namespace, _, event = key.partition(NAMESPACE_END)
+    # SHA-256 is hardware-assisted on most CPUs: faster here than BLAKE2 for short inputs
+    return f"{namespace}:{hashlib.sha256(event.encode()).hexdigest()[:32]}"
+
+
+def idempotency_key(namespace: str, event_type: str, identity: str) -> str:
+    """The storage key of an event: ``storage_key(event_key(...))``."""
+    return storage_key(event_key(namespace, event_type, identity))
 
 
 def payload_hash(data: bytes | msgspec.Raw) -> str:
@@ -27,7 +47,7 @@ def payload_hash(data: bytes | msgspec.Raw) -> str:
 
     CRC-32: conflicts are counted, not defended against, so speed beats collision resistance.
     """
-    return f"{zlib.crc32(data):08x}"
+    return hex(zlib.crc32(data))
 
 
 def namespace_for(service: str, group_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,18 @@ class PartitionOffsets:
             raise ValueError(f"offset {offset} tracked after {self._next - 1}")
         self._unfinished.append(offset)
         self._next = offset + 1
+
+    def track_many(self, offsets: list[int]) -> None:
+        """Record fetched offsets, in increasing order, at once."""
+        if not offsets:
+            return
+        # map with operator.lt runs in C: the check costs little next to the records
+        if (self._next is not None and offsets[0] < self._next) or not all(
+            map(operator.lt, offsets, offsets[1:])
+        ):
+            raise ValueError(f"offsets must increase past {self._next}: {offsets[:10]}...")
+        self._unfinished.extend(offsets)
+        self._next = offsets[-1] + 1
 
     def finish(self, offset: int) -> None:
         """Mark a tracked offset final; the position moves over any finished prefix."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from eventkit.outcomes import Outcome
+import msgspec
+
+from eventkit.outcomes import Outcome
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -101,20 +101,18 @@ class ClaimStatus(enum.Enum):
     __hash__ = object.__hash__
 
 
-# Claim and ClaimRequest are made per record: not frozen, since a frozen dataclass costs three
-# times as much to create. Treat them as immutable values all the same.
+# Claim and ClaimRequest are made per record: frozen msgspec Structs, created in C (a quarter
+# of a dataclass's cost) and untracked by the garbage collector (they hold no cycles).
 
 
-@dataclass(slots=True)
-class ClaimRequest:
+class ClaimRequest(msgspec.Struct, frozen=True, gc=False):
     """A request to claim one idempotency key; ``replay_id`` marks a replayed dead letter."""
 
     key: str
     replay_id: str | None = None
 
 
-@dataclass(slots=True)
-class Claim:
+class Claim(msgspec.Struct, frozen=True, gc=False):
     """The store's answer for one key.
 
     - ``CLAIMED``: ``token`` is the lease token every later call must present.

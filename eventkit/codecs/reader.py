@@ -19,6 +19,8 @@ EVENT_TYPE_HEADER = "event_type"
 CE_TYPE_HEADER = cloudevents.TYPE_HEADER
 CE_SPECVERSION_HEADER = cloudevents.SPECVERSION_HEADER
 _TYPE_HEADERS = (EVENT_TYPE_HEADER, CE_TYPE_HEADER)
+#: Header a replayed dead letter carries; it may claim a key done as dead-lettered, once.
+REPLAY_ID_HEADER = "replay_id"
 
 
 class _SpecVersionProbe(msgspec.Struct):
@@ -51,21 +53,23 @@ class EnvelopeReader:
     def limits(self) -> DecodeLimits:
         return self._limits
 
-    def scan(self, headers: Headers) -> tuple[str | None, bool]:
-        """Check the header bounds and read, in one pass, the routing type and the format.
+    def scan(self, headers: Headers) -> tuple[str | None, bool, str | None]:
+        """Check the header bounds and read, in one pass, what the headers say.
 
-        Returns the event type a header names (``event_type``, or ``ce_type``), if any, and
-        whether the record is a binary-mode CloudEvent (a ``ce_specversion`` header).
+        Returns the event type a header names (``event_type``, or ``ce_type``), if any;
+        whether the record is a binary-mode CloudEvent (a ``ce_specversion`` header); and
+        the replay id of a replayed dead letter (a ``replay_id`` header), if any.
         Raises ``OversizedRecordError`` when there are too many headers or header bytes.
         """
         if not headers:
-            return None, False
+            return None, False, None
         if len(headers) > self._max_headers:
             raise OversizedRecordError(
                 f"record has {len(headers)} headers, over the limit of {self._max_headers}"
             )
         size = 0
         type_header: bytes | None = None
+        replay: bytes | None = None
         binary = False
         try:
             for name, value in headers:
@@ -75,6 +79,8 @@ class EnvelopeReader:
                         type_header = value
                 elif name == CE_SPECVERSION_HEADER:
                     binary = True
+                elif name == REPLAY_ID_HEADER:
+                    replay = value
         except TypeError:
             # a header with a null value: count it as empty (rare, so off the fast path)
             return self.scan([(name, value or b"") for name, value in headers])
@@ -82,12 +88,13 @@ class EnvelopeReader:
             raise OversizedRecordError(
                 f"record headers hold {size} bytes, over the limit of {self._max_header_bytes}"
             )
+        replay_id = replay.decode("utf-8", "replace") if replay is not None else None
         if type_header is None:
-            return None, binary
+            return None, binary, replay_id
         try:
-            return type_header.decode(), binary
+            return type_header.decode(), binary, replay_id
         except UnicodeDecodeError:
-            return None, binary
+            return None, binary, replay_id
 
     def read(self, record: Record) -> WireEvent:
         """Check bounds, detect the format and decode the envelope with ``data`` left raw."""

@@ -7,8 +7,9 @@ of the in-memory bus and of tests, never of a Kafka worker unless chosen explici
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from eventkit._mutation import is_planted
 from eventkit.clock import SystemClock
@@ -29,8 +30,7 @@ DEFAULT_ATTEMPTS_TTL = 7 * 24 * 3600.0
 DEFAULT_SWEEP_EVERY = 1024
 
 
-@dataclass(slots=True)
-class _Entry:
+class _Entry(msgspec.Struct, gc=False):
     """One key. Its state is derived from the deadlines, so expiry needs no timer.
 
     Leased while ``token`` is set and ``lease_deadline`` is ahead; otherwise done while
@@ -174,7 +174,8 @@ class InMemoryIdempotencyStore:
         self._check_available()
         if outcome not in DONE_OUTCOMES:
             raise ValueError(f"a key is done as handled or dead_lettered, not {outcome.value}")
-        _check_positive("ttl_seconds", ttl_seconds)
+        if not ttl_seconds > 0:
+            _check_positive("ttl_seconds", ttl_seconds)
         now = self._clock.monotonic()
         entry = self._held(key, token, now)
         if entry is None:
@@ -249,10 +250,12 @@ class InMemoryIdempotencyStore:
 
     def _held(self, key: str, token: str, now: float) -> _Entry | None:
         """The entry if ``token`` holds a live lease on it."""
-        entry = self._live(key, now)
-        if entry is None or entry.token is None or not entry.leased(now):
+        entry = self._entries.get(key)
+        # a live lease is one whose token matches and whose deadline is ahead; a stale entry
+        # fails that test and is dropped by the next claim or sweep that touches it
+        if entry is None or entry.token != token or now >= entry.lease_deadline:
             return None
-        return entry if entry.token == token else None
+        return entry
 
     def _live(self, key: str, now: float) -> _Entry | None:
         """The entry of ``key``, dropping it first if it has expired."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventkit.errors import LeaseLostError, PoisonRecordError, StoreUnavailableError
-from eventkit.keys import idempotency_key, payload_hash
+from eventkit.keys import event_key, payload_hash
 from eventkit.outcomes import Outcome
 from eventkit.ports import ClaimRequest, ClaimStatus
 
@@ -19,9 +19,6 @@ if TYPE_CHECKING:
     from eventkit.pipeline import Middleware, Next
     from eventkit.ports import Claim, Clock, IdempotencyStore
     from eventkit.routing import HandlerSpec
-
-#: Header a replayed dead letter carries; it may claim a key done as dead-lettered, once.
-REPLAY_ID_HEADER = "replay_id"
 
 
 @dataclass(slots=True)
@@ -75,7 +72,7 @@ class IdempotencyGuard:
         if key is None:
             event = delivery.event
             assert event is not None, "keys are derived after decoding"
-            key = idempotency_key(self._namespace, event.event_type, event.identity)
+            key = event_key(self._namespace, event.event_type, event.identity)
             delivery.idempotency_key = key
         return key
 
@@ -103,7 +100,7 @@ class IdempotencyGuard:
                     continue  # the same event twice: the second waits for the first
                 keys.add(key)
                 chunk.append(later)
-        requests = [ClaimRequest(self.key_of(d), _replay_id(d)) for d in chunk]
+        requests = [ClaimRequest(self.key_of(d), d.replay_id) for d in chunk]
         self.counts.claim_calls += 1
         claims = await self.store.claim(requests, self._lease)
         held = self._held
@@ -115,7 +112,7 @@ class IdempotencyGuard:
     async def _claim_one(self, delivery: Delivery) -> Claim:
         key = self.key_of(delivery)
         self.counts.claim_calls += 1
-        [claim] = await self.store.claim([ClaimRequest(key, _replay_id(delivery))], self._lease)
+        [claim] = await self.store.claim([ClaimRequest(key, delivery.replay_id)], self._lease)
         delivery.claim = claim
         if claim.status is ClaimStatus.CLAIMED:
             self._held[key] = None
@@ -243,27 +240,11 @@ class IdempotencyGuard:
             self.counts.lease_lost += 1
             raise LeaseLostError("the idempotency lease expired before the retry")
 
-    def count_start(self) -> Middleware:
-        """Innermost step: record a handler start in the store before each attempt."""
-        store = self.store
-
-        def wrap(next_: Next) -> Next:
-            async def run(delivery: Delivery) -> Outcome:
-                claim = delivery.claim
-                if claim is not None and claim.token is not None:
-                    await store.start(self.key_of(delivery), claim.token)
-                return await next_(delivery)
-
-            return run
-
-        return wrap
-
-
-def _replay_id(delivery: Delivery) -> str | None:
-    for name, value in delivery.record.headers:
-        if name == REPLAY_ID_HEADER:
-            return value.decode("utf-8", "replace")
-    return None
+    async def starting(self, delivery: Delivery) -> None:
+        """Record a handler start in the store; ``LeaseLostError`` if the lease is gone."""
+        claim = delivery.claim
+        if claim is not None and claim.token is not None:
+            await self.store.start(self.key_of(delivery), claim.token)
 
 
 async def _release_quietly(store: IdempotencyStore, key: str, token: str) -> None:

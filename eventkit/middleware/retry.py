@@ -6,6 +6,7 @@ infrastructure errors and an unwritable DLQ); retries and dead letters are one d
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from eventkit.errors import InfrastructureError
@@ -57,6 +58,9 @@ class _Policy:
 
     async def back_off(self, delivery: Delivery) -> None:
         """Wait before the next attempt; marked as waiting so revoke and shutdown cancel it."""
+        if delivery.closing:
+            # revoke or shutdown came first: give the record up now rather than wait
+            raise asyncio.CancelledError
         delay = self.policy.delay(delivery.attempt, self.rng)
         keeper = delivery.lease_keeper
         if keeper is not None:
@@ -73,8 +77,9 @@ def retry(
 ) -> Middleware:
     """Call the rest of the chain until it succeeds or the policy gives up, then settle.
 
-    Each call is one attempt (``delivery.attempt`` counts them). A failure the policy gives
-    up on is dead-lettered here, inside the idempotency step, so that DONE follows the DLQ
+    Each call is one attempt (``delivery.attempt`` counts them; a claimed delivery's lease
+    keeper records each start in the store first). A failure the policy gives up on is
+    dead-lettered here, inside the idempotency step, so that DONE follows the DLQ
     acknowledgement. Infrastructure errors are never an attempt: the record is deferred.
     """
     decide = _Policy(policy, clock, rng, dead_letters)
@@ -87,6 +92,9 @@ def retry(
             while True:
                 delivery.attempt += 1
                 try:
+                    keeper = delivery.lease_keeper
+                    if keeper is not None:
+                        await keeper.starting(delivery)
                     return await next_(delivery)
                 except Exception as exc:
                     if decide.gives_up(delivery, exc):
@@ -107,8 +115,8 @@ def retry_handler(
 ) -> Next:
     """``retry`` ending the chain: it calls the handler itself, one coroutine less per record.
 
-    Used when nothing stands between the retry step and the handler (no timeout, no
-    idempotency); the behaviour is that of ``retry`` around the handler, exactly.
+    Used when nothing stands between the retry step and the handler (no timeout); the
+    behaviour is that of ``retry`` around the handler, exactly.
     """
     decide = _Policy(policy, clock, rng, dead_letters)
     handled = Outcome.HANDLED
@@ -120,6 +128,9 @@ def retry_handler(
         while True:
             delivery.attempt += 1
             try:
+                keeper = delivery.lease_keeper
+                if keeper is not None:
+                    await keeper.starting(delivery)
                 await call(delivery)
                 return handled
             except Exception as exc:

@@ -63,7 +63,7 @@ class RouteTable:
         binary = False
         event_type = delivery.event_type
         if event_type is None or delivery.event is None:
-            event_type, binary = reader.scan(record.headers)
+            event_type, binary, delivery.replay_id = reader.scan(record.headers)
             if event_type is None:
                 event = delivery.event = reader.decode(record, binary=binary)
                 event_type = event.event_type

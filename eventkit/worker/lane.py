@@ -74,14 +74,11 @@ class Lane:
 
     def enqueue(self, records: Iterable[Record]) -> None:
         """Queue fetched records and track their offsets; pause when the buffer is full."""
-        queue = self._queue
-        track = self._offsets.track
         upcoming = self.upcoming
-        for record in records:
-            delivery = Delivery(record)
-            delivery.upcoming = upcoming
-            queue.append(delivery)
-            track(record.offset)
+        deliveries = [Delivery(record, upcoming) for record in records]
+        self._offsets.track_many([delivery.record.offset for delivery in deliveries])
+        queue = self._queue
+        queue.extend(deliveries)
         self._ready.set()
         if len(queue) >= self._config.max_buffered:
             self._owner.want_pause(self.tp, "backpressure", True)
@@ -105,12 +102,19 @@ class Lane:
         self._queue.clear()
         return taken
 
+    def is_closing(self) -> bool:
+        """Whether the lane was told to start no further record (a method: awaits change it)."""
+        return self._closing
+
     def close(self) -> None:
         """Start no further record; a record that only waits (back-off, defer) is cancelled."""
         self._closing = True
         self._ready.set()
         current = self.current
-        if current is not None and current.waiting and self.task is not None:
+        if current is None:
+            return
+        current.closing = True
+        if current.waiting and self.task is not None:
             self.task.cancel()
 
     async def _run(self) -> None:
@@ -153,12 +157,14 @@ class Lane:
                 delay = self._config.defer_delay(consecutive)
             delivery.retry_after = None
             delivery.error = None
+            if self.is_closing():
+                return False
             delivery.waiting = True
             try:
                 await self._clock.sleep(delay)
             finally:
                 delivery.waiting = False
-            if self._closing:
+            if self.is_closing():
                 return False
             outcome = await self._dispatch(delivery)
         owner.want_pause(self.tp, "deferred", False)

@@ -243,14 +243,14 @@ class Worker:
         for lane in lanes:
             lane.close()
         tasks = [lane.task for lane in lanes if lane.task is not None and not lane.task.done()]
-        clean = True
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=deadline)
             for task in pending:
                 task.cancel()
             if pending:
-                clean = False
                 await asyncio.wait(pending)
+        # a lane keeps its current record until it is final: one left means it was cut off
+        clean = all(lane.current is None for lane in lanes)
         # the queued ones never started; a cancelled current one may still hold a lease
         leftovers = [delivery for lane in lanes for delivery in lane.take_unstarted()]
         leftovers.extend(lane.current for lane in lanes if lane.current is not None)

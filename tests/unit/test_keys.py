@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventkit.codecs.wire import IDENTITY_SEPARATOR
-from eventkit.keys import idempotency_key, namespace_for
+from eventkit.keys import event_key, idempotency_key, namespace_for, storage_key
 
 NAMESPACE = "eventkit:orders-svc:orders-svc-consumer"
 
@@ -105,3 +105,13 @@ def test_key_depends_only_on_namespace_type_and_identity(event_type: str, identi
     key = idempotency_key(NAMESPACE, event_type, identity)
     assert key == idempotency_key(NAMESPACE, event_type, identity)
     assert key.startswith(NAMESPACE + ":")
+
+
+def test_event_key_names_the_event_unambiguously_and_feeds_the_storage_key() -> None:
+    """The cheap event key separates namespace, type and identity; hashing it gives the
+    storage key."""
+    key = event_key(NAMESPACE, "order.created", "evt-1")
+    assert key != event_key(NAMESPACE, "order.create", "devt-1")
+    assert key != event_key(NAMESPACE + "x", "order.created", "evt-1")
+    assert storage_key(key) == idempotency_key(NAMESPACE, "order.created", "evt-1")
+    assert storage_key(key) != storage_key(event_key(NAMESPACE, "order.created", "evt-2"))

@@ -17,14 +17,14 @@ from eventkit import (
 )
 from eventkit.fakeclock import FakeClock
 from eventkit.idempotency import InMemoryIdempotencyStore
-from eventkit.keys import idempotency_key, namespace_for
+from eventkit.keys import event_key, namespace_for
 from eventkit.ports import ClaimRequest, ClaimStatus, TopicPartition
 from eventkit.transports.memory import MemoryBroker
 from tests.unit.bus.models import OrderPlaced
 
 
 def key_of(app: EventApp, event_type: str, event_id: str) -> str:
-    return idempotency_key(namespace_for(app.service, app.group_id), event_type, event_id)
+    return event_key(namespace_for(app.service, app.group_id), event_type, event_id)
 
 
 async def test_an_event_delivered_twice_runs_its_handler_once() -> None:

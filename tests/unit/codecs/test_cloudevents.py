@@ -309,7 +309,7 @@ def test_eventkit_envelope_with_a_specversion_member_is_read_as_a_cloudevent() -
 
 def test_scan_routes_a_binary_event_on_ce_type() -> None:
     """``scan`` reads the type of a binary CloudEvent from ``ce_type`` and flags binary mode."""
-    assert EnvelopeReader().scan(binary_headers()) == ("com.example.order.created", True)
+    assert EnvelopeReader().scan(binary_headers()) == ("com.example.order.created", True, None)
 
 
 # --- eventkit → SDK ---------------------------------------------------------------------------

@@ -329,7 +329,7 @@ def test_headers_do_not_change_how_an_eventkit_envelope_is_read() -> None:
 )
 def test_scan_reads_the_type_header(headers: list[tuple[str, bytes]], expected: str | None) -> None:
     """``scan`` reads ``event_type`` or ``ce_type`` and gives None when unreadable."""
-    assert EnvelopeReader().scan(headers) == (expected, False)
+    assert EnvelopeReader().scan(headers) == (expected, False, None)
 
 
 # --- properties -------------------------------------------------------------------------------
