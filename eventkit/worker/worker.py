@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TYPE_CHECKING
@@ -89,8 +88,8 @@ class Worker:
         fetch = self._fetch_task
         if fetch is not None and not fetch.done():
             fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetch
+            # wait, not await: a cancellation of stop() itself must not be swallowed here
+            await asyncio.wait([fetch])
         clean = await self._drain(list(self._lanes), self._config.drain_timeout)
         await self.committer.wait_in_flight()
         await self.committer.commit(list(self._lanes))
