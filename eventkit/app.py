@@ -152,7 +152,10 @@ class EventApp(Router):
             group_id=self.group_id,
             publisher=EventPublisher(publisher, source_service=self.service),
             dead_letters=DeadLetterPublisher(
-                publisher, group_id=self.group_id, topic_for=self.dead_letter_topic
+                publisher,
+                group_id=self.group_id,
+                topic_for=self.dead_letter_topic,
+                max_header_bytes=self.policies.limits.max_header_bytes,
             ),
             store=store,
             clock=clock,

@@ -43,9 +43,12 @@ class DeadLetterPublisher:
     The value is the original value (or its first ``max_value_bytes`` plus a sha256 of the
     whole), the key the original key, the headers the original ones followed by ``dlq_*``
     headers: original topic, partition, offset and timestamp, consumer group, reason,
-    exception class and (capped) message, attempts, first and last failure time. The call
-    returns once the broker acknowledged; otherwise it raises ``PublishError`` and the record
-    must stay unfinished.
+    exception class and (capped) message, attempts, first and last failure time. ``dlq_*``
+    headers of an earlier dead-lettering (a replay that failed again) are replaced, not
+    repeated; original headers over ``max_header_bytes`` in all are left out, their size
+    recorded in ``dlq_dropped_header_bytes``, so an oversized record can still be
+    dead-lettered. The call returns once the broker acknowledged; otherwise it raises
+    ``PublishError`` and the record must stay unfinished.
     """
 
     def __init__(
@@ -55,11 +58,13 @@ class DeadLetterPublisher:
         group_id: str,
         topic_for: Callable[[str], str] = default_dead_letter_topic,
         max_value_bytes: int = 512 * 1024,
+        max_header_bytes: int = 16 * 1024,
     ) -> None:
         self._transport = transport
         self._group_id = group_id.encode()
         self._topic_for = topic_for
         self._max_value_bytes = max_value_bytes
+        self._max_header_bytes = max_header_bytes
 
     def topic_for(self, topic: str) -> str:
         """The dead-letter topic of a source topic."""
@@ -70,8 +75,16 @@ class DeadLetterPublisher:
         record = delivery.record
         value = record.value if record.value is not None else b""
         message = str(error)[:MAX_MESSAGE_CHARS]
+        kept = [
+            (name, header_value)
+            for name, header_value in record.headers
+            if not name.startswith(HEADER_PREFIX)
+        ]
+        kept_bytes = sum(len(name) + len(header_value or b"") for name, header_value in kept)
+        if kept_bytes > self._max_header_bytes:
+            kept = [(HEADER_PREFIX + "dropped_header_bytes", str(kept_bytes).encode())]
         headers = [
-            *record.headers,
+            *kept,
             (HEADER_PREFIX + "original_topic", record.topic.encode()),
             (HEADER_PREFIX + "original_partition", str(record.partition).encode()),
             (HEADER_PREFIX + "original_offset", str(record.offset).encode()),

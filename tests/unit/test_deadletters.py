@@ -262,3 +262,47 @@ async def test_dead_letter_send_succeeds_after_fault_clears(
         await dead_letters.send(failed_delivery(), ValueError("bug"))
     await dead_letters.send(failed_delivery(), ValueError("bug"))
     assert only_record(broker, "orders.dlq").value == VALUE
+
+
+def delivery_with_headers(headers: tuple[tuple[str, bytes], ...]) -> Delivery:
+    """A failed delivery of orders[2]@17 carrying ``headers``."""
+    original = failed_delivery().record
+    return Delivery(
+        StoredRecord(
+            topic=original.topic,
+            partition=original.partition,
+            offset=original.offset,
+            timestamp=original.timestamp,
+            key=original.key,
+            value=original.value,
+            headers=headers,
+        )
+    )
+
+
+async def test_dead_lettering_again_replaces_the_earlier_dlq_headers(
+    broker: MemoryBroker, transport: MemoryPublisher
+) -> None:
+    """A replayed dead letter that fails again carries one set of dlq_* headers, the new one."""
+    earlier = (("event_type", b"order.created"), ("dlq_reason", b"unroutable"))
+    await DeadLetterPublisher(transport, group_id=GROUP).send(
+        delivery_with_headers(earlier), PaymentDeclinedError("again")
+    )
+    record = only_record(broker, "orders.dlq")
+    assert header(record, "dlq_reason") == b"handler_error"
+    assert header(record, "dlq_exception_message") == b"again"
+    assert record.headers[0] == ("event_type", b"order.created")
+
+
+async def test_oversized_original_headers_are_left_out_of_the_dead_letter(
+    broker: MemoryBroker, transport: MemoryPublisher
+) -> None:
+    """Headers over the bound are dropped (their size recorded), so the DLQ can take it."""
+    big = (("big", b"x" * 5000),)
+    await DeadLetterPublisher(transport, group_id=GROUP, max_header_bytes=1024).send(
+        delivery_with_headers(big), OversizedRecordError("headers too big")
+    )
+    record = only_record(broker, "orders.dlq")
+    assert all(name != "big" for name, _ in record.headers)
+    assert header(record, "dlq_dropped_header_bytes") == b"5003"
+    assert header(record, "dlq_reason") == b"oversized"
