@@ -207,15 +207,17 @@ class EventApp(Router):
         self._running = _Running(worker, dispatcher, publisher)
 
     async def stop(self) -> bool:
-        """Drain, commit, stop consuming and publishing; ``True`` if everything finished."""
+        """Drain, commit, stop consuming and publishing; ``True`` if everything finished.
+
+        If ``stop`` itself is cancelled the app stays running, so ``abort`` can still end it.
+        """
         running = self._running
         if running is None:
             return True
+        clean = await running.worker.stop()
         self._running = None
-        try:
-            return await running.worker.stop()
-        finally:
-            await running.publisher.stop()
+        await running.publisher.stop()
+        return clean
 
     async def abort(self) -> None:
         """Stop consuming at once, without draining or committing; then stop publishing."""

@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from eventkit.errors import PoisonRecordError
+from eventkit.errors import AttemptsExhaustedError, PoisonRecordError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,7 +26,7 @@ def default_dead_letter_topic(topic: str) -> str:
 
 def failure_reason(error: BaseException) -> str:
     """A bounded reason label: the poison kind, or the kind of handler failure."""
-    if isinstance(error, PoisonRecordError):
+    if isinstance(error, PoisonRecordError | AttemptsExhaustedError):
         return error.reason
     return "handler_error"
 

@@ -105,18 +105,24 @@ def build_dispatcher(
 
     routes = RouteTable(table, reader, policies.unknown_event_types)
     routes_holder.append(routes)
-    dispatch = entry(routes, dead_letters, counts)
+    dispatch = entry(routes, dead_letters, counts, guard)
     if observers:
         dispatch = observe(observers, clock.monotonic)(dispatch)
     return Dispatcher(dispatch=dispatch, routes=routes, counts=counts, guard=guard)
 
 
-def entry(routes: RouteTable, dead_letters: DeadLetterPublisher, counts: OutcomeCounts) -> Next:
+def entry(
+    routes: RouteTable,
+    dead_letters: DeadLetterPublisher,
+    counts: OutcomeCounts,
+    guard: IdempotencyGuard | None,
+) -> Next:
     """Where every record enters: route, decode, run the handler's chain, settle, count.
 
     Routing and decoding run here rather than as layers of their own (decoding needs the
     route, the handler's payload type), and so does settling what escaped the handler's
     chain (poison input, errors of user middlewares): a layer costs a coroutine per record.
+    A claim made ahead for a record that never reached its idempotency step is released.
     """
     resolve = routes.resolve
 
@@ -131,6 +137,9 @@ def entry(routes: RouteTable, dead_letters: DeadLetterPublisher, counts: Outcome
                 outcome = await route.chain(delivery)
         except Exception as exc:
             outcome = await settle_failure(dead_letters, delivery, exc)
+        if delivery.claim is not None and guard is not None:
+            # claimed ahead, but a user middleware finished it before the idempotency step
+            await guard.give_up(delivery)
         counts[outcome] += 1
         return outcome
 

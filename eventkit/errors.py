@@ -13,7 +13,9 @@ to the record, never a boolean flag::
     │   ├── InvalidPayloadError       the payload does not match the handler's payload type
     │   └── UnroutableEventError      no handler, when unknown types are set to dead-letter
     ├── NonRetryableError             raised by a handler: dead-lettered without more attempts
+    │   └── AttemptsExhaustedError    every attempt was spent, some by deliveries that died
     ├── RetryableError                raised by a handler: retried (any other exception is too)
+    ├── HandlerCancelledError         a handler raised CancelledError without being cancelled
     ├── InfrastructureError           Redis, broker or DLQ producer trouble: the record is
     │   │                             deferred and retried with back-off, never counted
     │   ├── StoreUnavailableError     the idempotency store cannot be reached
@@ -79,6 +81,18 @@ class UnroutableEventError(PoisonRecordError):
 
 class NonRetryableError(EventkitError):
     """Raised by a handler to send the record to the dead-letter topic without retrying."""
+
+
+class AttemptsExhaustedError(NonRetryableError):
+    """The store counted ``max_attempts`` handler starts already, some by deliveries that never
+    finished (a worker that crashed in the handler): dead-lettered without running again."""
+
+    reason = "attempts_exhausted"
+
+
+class HandlerCancelledError(EventkitError):
+    """A handler raised ``CancelledError`` while its task was not being cancelled; it is
+    treated as a failed attempt instead of silently ending the partition's lane."""
 
 
 class RetryableError(EventkitError):

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from eventkit.app import EventApp
     from eventkit.delivery import Delivery
     from eventkit.envelope import EventEnvelope
+    from eventkit.middleware.observe import RecordObserver
     from eventkit.outcomes import Outcome
     from eventkit.ports import Headers
 
@@ -90,6 +91,7 @@ class TestBus:
         store: InMemoryIdempotencyStore | None = None,
         seed: int = 0,
         idle_timeout: float = 10.0,
+        observers: Sequence[RecordObserver] = (),
     ) -> None:
         self.app = app
         self.clock = clock or FakeClock()
@@ -100,6 +102,7 @@ class TestBus:
         self._rng = random.Random(seed)
         self._idle_timeout = idle_timeout
         self._recorder = _Recorder()
+        self._observers = (self._recorder, *observers)
         self._producer = self.broker.publisher()
         self._publisher = EventPublisher(self._producer, source_service="test-bus")
         self._consumer: MemoryConsumer | None = None
@@ -129,7 +132,7 @@ class TestBus:
             store=self.store,
             clock=self.clock,
             rng=self._rng,
-            observers=[self._recorder],
+            observers=self._observers,
         )
 
     @property

@@ -62,6 +62,11 @@ def _pydantic_decoder(model: type[pydantic.BaseModel]) -> PayloadDecoder:
             raise InvalidPayloadError(f"invalid payload for {model.__name__}: {exc}") from None
         except RecursionError:
             raise UndecodableRecordError("undecodable payload: JSON nested too deep") from None
+        except Exception as exc:
+            # a validator of the model raising something other than ValueError
+            raise InvalidPayloadError(
+                f"invalid payload for {model.__name__}: {type(exc).__name__}: {exc}"
+            ) from None
 
     return decode
 
@@ -123,5 +128,10 @@ def _msgspec_decoder(payload_type: Any) -> PayloadDecoder:
         except RecursionError:
             # msgspec raises RecursionError, not DecodeError, on very deep input
             raise UndecodableRecordError("undecodable payload: JSON nested too deep") from None
+        except Exception as exc:
+            # a __post_init__ of the payload type raising something msgspec does not wrap
+            raise InvalidPayloadError(
+                f"invalid payload for {name}: {type(exc).__name__}: {exc}"
+            ) from None
 
     return decode

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from eventkit.errors import InfrastructureError
 from eventkit.outcomes import Outcome
+
+logger = logging.getLogger("eventkit.deadletters")
 
 if TYPE_CHECKING:
     from eventkit.deadletters import DeadLetterPublisher
@@ -30,5 +33,9 @@ async def settle_failure(
     try:
         await publisher.send(delivery, error)
     except InfrastructureError:
+        return Outcome.DEFERRED
+    except Exception:
+        # an unexpected DLQ failure is still no acknowledgement: keep the record, say why
+        logger.exception("dead letter of %r was not sent", delivery)
         return Outcome.DEFERRED
     return Outcome.DEAD_LETTERED

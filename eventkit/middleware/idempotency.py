@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eventkit.errors import LeaseLostError, PoisonRecordError, StoreUnavailableError
+from eventkit.errors import LeaseLostError, StoreUnavailableError
 from eventkit.keys import event_key, payload_hash
 from eventkit.outcomes import Outcome
 from eventkit.ports import ClaimRequest, ClaimStatus
@@ -62,8 +62,10 @@ class IdempotencyGuard:
         self._clock = clock
         self._prepare = prepare
         self._ttl_for = ttl_for
-        # keys this worker holds a lease on, with a future once another delivery waits for one
-        self._held: dict[str, asyncio.Future[None] | None] = {}
+        # keys this worker holds a lease on, and the delivery holding each
+        self._held: dict[str, Delivery] = {}
+        # deliveries waiting for this worker's own running delivery of the same key
+        self._waiters: dict[str, asyncio.Future[None]] = {}
         # observed seconds per handler call, to size chunks so they finish within the lease
         self._pace = 0.001
 
@@ -88,11 +90,14 @@ class IdempotencyGuard:
         if upcoming is not None:
             for later in upcoming(self._chunk_size() - 1):
                 if later.claim is not None:
+                    # answered before: its key is taken, a later duplicate waits for it
+                    if later.idempotency_key is not None:
+                        keys.add(later.idempotency_key)
                     continue
                 try:
                     spec = self._prepare(later)
-                except PoisonRecordError:
-                    continue  # it is dead-lettered when its turn comes, never claimed
+                except Exception:
+                    continue
                 if spec is None:
                     continue
                 key = self.key_of(later)
@@ -107,7 +112,7 @@ class IdempotencyGuard:
         for claimed, claim in zip(chunk, claims, strict=True):
             claimed.claim = claim
             if claim.status is ClaimStatus.CLAIMED:
-                held[claimed.idempotency_key or ""] = None
+                held[claimed.idempotency_key or ""] = claimed
 
     async def _claim_one(self, delivery: Delivery) -> Claim:
         key = self.key_of(delivery)
@@ -115,34 +120,41 @@ class IdempotencyGuard:
         [claim] = await self.store.claim([ClaimRequest(key, delivery.replay_id)], self._lease)
         delivery.claim = claim
         if claim.status is ClaimStatus.CLAIMED:
-            self._held[key] = None
+            self._held[key] = delivery
         return claim
 
-    def _let_go(self, key: str) -> None:
-        waiter = self._held.pop(key, None)
+    def _let_go(self, key: str, delivery: Delivery) -> None:
+        if self._held.get(key) is not delivery:
+            return  # another delivery holds it now
+        del self._held[key]
+        waiter = self._waiters.pop(key, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait_for_own_lease(self, key: str) -> None:
-        """Wait until this worker's other delivery of ``key`` finished or let it go."""
-        waiter = self._held.get(key)
-        if waiter is None:
-            # the future is made only when someone waits: most keys never have a waiter
-            waiter = self._held[key] = asyncio.get_running_loop().create_future()
-        await waiter
+    async def _take_from_own(self, delivery: Delivery, key: str) -> Claim | None:
+        """Resolve a BUSY answer on a key this worker holds; ``None`` if another holds it.
+
+        A holder that has not started yet (claimed ahead) gives its claim up to this earlier
+        delivery, so no delivery ever waits on one queued behind it; a holder that started is
+        waited for, and then the key is asked for again (done by then: a duplicate).
+        """
+        holder = self._held.get(key)
+        if holder is None or holder is delivery:
+            return None
+        if holder.lease_keeper is None:
+            await self._give_up(holder)
+        else:
+            waiter = self._waiters.get(key)
+            if waiter is None:
+                # made only when someone waits: most keys never have a waiter
+                waiter = self._waiters[key] = asyncio.get_running_loop().create_future()
+            await waiter
+        return await self._claim_one(delivery)
 
     async def release_unstarted(self, deliveries: Iterable[Delivery]) -> None:
         """Release the claims of deliveries that will not run here (revoke, shutdown)."""
         for delivery in deliveries:
-            claim = delivery.claim
-            delivery.claim = None
-            if claim is None or claim.status is not ClaimStatus.CLAIMED:
-                continue
-            key = self.key_of(delivery)
-            self._let_go(key)
-            # if the store is down the lease expires by itself; nothing is lost
-            with contextlib.suppress(StoreUnavailableError):
-                await self.store.release(key, claim.token or "")
+            await self._give_up(delivery)
 
     def middleware(self, spec: HandlerSpec) -> Middleware:
         """The idempotency step of one handler's chain."""
@@ -161,10 +173,12 @@ class IdempotencyGuard:
                     claim = delivery.claim
                     assert claim is not None
                 key = self.key_of(delivery)
-                while claim.status is ClaimStatus.BUSY and key in self._held:
-                    # our own lease in another lane: wait for it, then ask again
-                    await self._wait_for_own_lease(key)
-                    claim = await self._claim_one(delivery)
+                while claim.status is ClaimStatus.BUSY:
+                    # held by this worker itself: take it over, or wait for the running one
+                    retaken = await self._take_from_own(delivery, key)
+                    if retaken is None:
+                        break
+                    claim = retaken
                 if claim.status is ClaimStatus.DUPLICATE:
                     counts.duplicate += 1
                     event = delivery.event
@@ -181,6 +195,8 @@ class IdempotencyGuard:
                     delivery.retry_after = claim.retry_after
                     return Outcome.DEFERRED
                 counts.claimed += 1
+                # attempts count across deliveries: a crash loop runs out of them too
+                delivery.attempt = claim.attempts
                 delivery.lease_keeper = self
                 started = monotonic()
                 try:
@@ -216,8 +232,15 @@ class IdempotencyGuard:
         delivery.unrecorded = None
         delivery.claim = None
         delivery.lease_keeper = None
-        self._let_go(key)
+        self._let_go(key, delivery)
         return outcome
+
+    async def give_up(self, delivery: Delivery) -> None:
+        """Release whatever claim ``delivery`` still holds (its chain ended before the
+        idempotency step, for example a user middleware finished it), unless its DONE mark
+        is pending."""
+        if delivery.claim is not None and delivery.unrecorded is None:
+            await self._give_up(delivery)
 
     async def _give_up(self, delivery: Delivery) -> None:
         """Release the claim so that a later delivery may claim it again."""
@@ -227,7 +250,7 @@ class IdempotencyGuard:
         if claim is None or claim.token is None:
             return
         key = self.key_of(delivery)
-        self._let_go(key)
+        self._let_go(key, delivery)
         await _release_quietly(self.store, key, claim.token)
 
     async def keep(self, delivery: Delivery, seconds: float) -> None:

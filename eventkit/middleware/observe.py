@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Protocol
 
 from eventkit.outcomes import Outcome
+
+logger = logging.getLogger("eventkit.observe")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -38,7 +41,11 @@ def observe(observers: Sequence[RecordObserver], monotonic: Callable[[], float])
             outcome = await next_(delivery)
             elapsed = monotonic() - started
             for hook in hooks:
-                hook(delivery, outcome, elapsed)
+                try:
+                    hook(delivery, outcome, elapsed)
+                except Exception:
+                    # an observer's bug must not stop the partition it observes
+                    logger.exception("record observer %r failed", hook)
             return outcome
 
         return run

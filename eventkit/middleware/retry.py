@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from eventkit.errors import InfrastructureError
+from eventkit.errors import AttemptsExhaustedError, HandlerCancelledError, InfrastructureError
 from eventkit.middleware.deadletter import settle_failure
 from eventkit.outcomes import Outcome
 
@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from eventkit.pipeline import Middleware, Next
     from eventkit.ports import Clock
     from eventkit.retry import RetryPolicy
+
+
+STRAY_CANCEL = "the handler raised CancelledError while its task was not being cancelled"
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task was asked to stop (then a CancelledError must propagate)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 class _Policy:
@@ -41,6 +50,18 @@ class _Policy:
         self.clock = clock
         self.rng = rng
         self.dead_letters = dead_letters
+
+    def settled_before(self, delivery: Delivery) -> Exception | None:
+        """A failure decided before any attempt: a verdict whose dead letter is still to be
+        sent, or no attempts left (the store counted them, some by deliveries that died)."""
+        if delivery.verdict is not None:
+            return delivery.verdict
+        if delivery.attempt >= self.policy.max_attempts:
+            return AttemptsExhaustedError(
+                f"{delivery.attempt} handler starts are recorded for this event, the most "
+                f"allowed is {self.policy.max_attempts}; earlier deliveries never finished"
+            )
+        return None
 
     def gives_up(self, delivery: Delivery, error: Exception) -> bool:
         """Record the failure; ``True`` when there is no further attempt."""
@@ -65,6 +86,8 @@ class _Policy:
         keeper = delivery.lease_keeper
         if keeper is not None:
             await keeper.keep(delivery, delay)
+            if delivery.closing:
+                raise asyncio.CancelledError  # closed while the lease was being renewed
         delivery.waiting = True
         try:
             await self.clock.sleep(delay)
@@ -86,9 +109,9 @@ def retry(
 
     def wrap(next_: Next) -> Next:
         async def run(delivery: Delivery) -> Outcome:
-            if delivery.verdict is not None:
-                # judged final before; only its dead letter is left to send
-                return await settle_failure(dead_letters, delivery, delivery.verdict)
+            settled = decide.settled_before(delivery)
+            if settled is not None:
+                return await settle_failure(dead_letters, delivery, settled)
             while True:
                 delivery.attempt += 1
                 try:
@@ -97,8 +120,13 @@ def retry(
                         await keeper.starting(delivery)
                     return await next_(delivery)
                 except Exception as exc:
-                    if decide.gives_up(delivery, exc):
-                        return await settle_failure(dead_letters, delivery, exc)
+                    error: Exception = exc
+                except asyncio.CancelledError:
+                    if _being_cancelled():
+                        raise
+                    error = HandlerCancelledError(STRAY_CANCEL)
+                if decide.gives_up(delivery, error):
+                    return await settle_failure(dead_letters, delivery, error)
                 await decide.back_off(delivery)
 
         return run
@@ -122,9 +150,9 @@ def retry_handler(
     handled = Outcome.HANDLED
 
     async def run(delivery: Delivery) -> Outcome:
-        if delivery.verdict is not None:
-            # judged final before; only its dead letter is left to send
-            return await settle_failure(dead_letters, delivery, delivery.verdict)
+        settled = decide.settled_before(delivery)
+        if settled is not None:
+            return await settle_failure(dead_letters, delivery, settled)
         while True:
             delivery.attempt += 1
             try:
@@ -134,8 +162,13 @@ def retry_handler(
                 await call(delivery)
                 return handled
             except Exception as exc:
-                if decide.gives_up(delivery, exc):
-                    return await settle_failure(dead_letters, delivery, exc)
+                error: Exception = exc
+            except asyncio.CancelledError:
+                if _being_cancelled():
+                    raise
+                error = HandlerCancelledError(STRAY_CANCEL)
+            if decide.gives_up(delivery, error):
+                return await settle_failure(dead_letters, delivery, error)
             await decide.back_off(delivery)
 
     return run

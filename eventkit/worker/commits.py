@@ -71,6 +71,11 @@ class Committer:
             return
         self._in_flight = asyncio.create_task(self.commit(owned), name="eventkit-commit")
 
+    def in_flight(self) -> list[asyncio.Task[None]]:
+        """The running periodic commit, if any (abort cancels it)."""
+        task = self._in_flight
+        return [task] if task is not None and not task.done() else []
+
     async def wait_in_flight(self) -> None:
         """Let a running periodic commit finish (bounded by the commit timeout)."""
         task = self._in_flight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TYPE_CHECKING
@@ -58,6 +59,7 @@ class Worker:
         self._fetch_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._clean = False
         self.failure: BaseException | None = None
         self.listener_errors = 0
         self.rebalances = 0
@@ -83,7 +85,7 @@ class Worker:
         """Drain, commit and leave the group; ``True`` if every started record finished."""
         if self._stopping:
             await self._stopped.wait()
-            return True
+            return self._clean
         self._stopping = True
         fetch = self._fetch_task
         if fetch is not None and not fetch.done():
@@ -95,6 +97,7 @@ class Worker:
         await self.committer.commit(list(self._lanes))
         self._lanes.clear()
         await self._consumer.stop()
+        self._clean = clean
         self._stopped.set()
         return clean
 
@@ -104,6 +107,7 @@ class Worker:
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         if self._fetch_task is not None:
             tasks.append(self._fetch_task)
+        tasks.extend(self.committer.in_flight())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -154,10 +158,15 @@ class Worker:
             return
         self._fail(task.exception() or RuntimeError("the fetch task ended unexpectedly"))
 
-    def _lane_done(self, task: asyncio.Task[None]) -> None:
+    def _lane_done(self, lane: Lane, task: asyncio.Task[None]) -> None:
         # lanes end normally when closed and are cancelled after a drain deadline
-        if not task.cancelled() and task.exception() is not None:
-            self._fail(task.exception() or RuntimeError("a lane died"))
+        if task.cancelled():
+            if not lane.is_closing() and not self._stopping:
+                self._fail(RuntimeError(f"the lane of {lane.tp} was cancelled"))
+            return
+        error = task.exception()
+        if error is not None:
+            self._fail(error)
 
     def _fail(self, error: BaseException) -> None:
         if self.failure is None:
@@ -184,24 +193,28 @@ class Worker:
     # -- rebalance listener ----------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        self.rebalances += 1
+        owned = [tp for tp in revoked if tp in self._lanes]
+        if not owned:
+            return
         try:
-            self.rebalances += 1
-            owned = [tp for tp in revoked if tp in self._lanes]
-            if not owned:
-                return
             await self._drain(owned, self._config.revoke_drain_timeout)
             await self.committer.wait_in_flight()
             await self.committer.commit(owned)
-            for tp in owned:
-                del self._lanes[tp]
-                self._offsets.drop(tp)
-                self.committer.forget(tp)
-                self._pause_reasons.pop(tp, None)
-            self._epoch += 1
         except Exception:
             # Kafka clients swallow listener errors; count them so they are seen
             self.listener_errors += 1
             logger.exception("error in the partitions-revoked listener")
+        finally:
+            # whatever happened, these partitions are no longer ours
+            for tp in owned:
+                lane = self._lanes.pop(tp, None)
+                if lane is not None and lane.task is not None:
+                    lane.task.cancel()
+                self._offsets.drop(tp)
+                self.committer.forget(tp)
+                self._pause_reasons.pop(tp, None)
+            self._epoch += 1
 
     async def on_partitions_assigned(self, assigned: frozenset[TopicPartition]) -> None:
         try:
@@ -221,7 +234,7 @@ class Worker:
                     self._lanes[tp] = lane
                     lane.start()
                     assert lane.task is not None
-                    lane.task.add_done_callback(self._lane_done)
+                    lane.task.add_done_callback(functools.partial(self._lane_done, lane))
             # pause state does not survive a rebalance on every broker: apply it again
             wanted = [tp for tp in assigned if self._pause_reasons.get(tp)]
             if wanted:
