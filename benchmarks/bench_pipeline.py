@@ -22,7 +22,6 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ from eventkit.idempotency import InMemoryIdempotencyStore
 from eventkit.offsets import PartitionOffsets
 from eventkit.ports import TopicPartition
 from eventkit.publisher import encode_envelope, envelope_headers
-from eventkit.transports.memory import MemoryBroker
+from eventkit.transports.memory import MemoryBroker, StoredRecord
 from eventkit.worker import WorkerConfig
 from eventkit.worker.lane import Lane, Progress
 
@@ -69,18 +68,7 @@ class BareEnvelope(msgspec.Struct):
     metadata: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BenchRecord:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-
-
-def make_records(count: int) -> list[BenchRecord]:
+def make_records(count: int) -> list[StoredRecord]:
     rng = random.Random(7)
     records = []
     for offset in range(count):
@@ -99,7 +87,7 @@ def make_records(count: int) -> list[BenchRecord]:
             metadata={"traceparent": f"00-{'a' * 32}-{'b' * 16}-01"},
         )
         records.append(
-            BenchRecord(
+            StoredRecord(
                 topic=TOPIC,
                 partition=0,
                 offset=offset,
@@ -112,7 +100,7 @@ def make_records(count: int) -> list[BenchRecord]:
     return records
 
 
-async def run_bare(records: list[BenchRecord]) -> float:
+async def run_bare(records: list[StoredRecord]) -> float:
     decoder = msgspec.json.Decoder(BareEnvelope)
     handled = 0
 
@@ -136,7 +124,7 @@ class _Owner:
         del tp, reason, paused
 
 
-async def run_eventkit(records: list[BenchRecord], *, idempotency: bool) -> float:
+async def run_eventkit(records: list[StoredRecord], *, idempotency: bool) -> float:
     app = EventApp("bench-service", idempotency=idempotency)
     handled = 0
 
@@ -179,7 +167,7 @@ async def run_eventkit(records: list[BenchRecord], *, idempotency: bool) -> floa
     return elapsed
 
 
-async def measure(records: list[BenchRecord], repeats: int) -> dict[str, list[float]]:
+async def measure(records: list[StoredRecord], repeats: int) -> dict[str, list[float]]:
     modes: dict[str, Callable[[], Awaitable[float]]] = {
         "bare": lambda: run_bare(records),
         "eventkit, idempotency off": lambda: run_eventkit(records, idempotency=False),

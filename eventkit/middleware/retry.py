@@ -108,28 +108,7 @@ def retry(
     decide = _Policy(policy, clock, rng, dead_letters)
 
     def wrap(next_: Next) -> Next:
-        async def run(delivery: Delivery) -> Outcome:
-            settled = decide.settled_before(delivery)
-            if settled is not None:
-                return await settle_failure(dead_letters, delivery, settled)
-            while True:
-                delivery.attempt += 1
-                try:
-                    keeper = delivery.lease_keeper
-                    if keeper is not None:
-                        await keeper.starting(delivery)
-                    return await next_(delivery)
-                except Exception as exc:
-                    error: Exception = exc
-                except asyncio.CancelledError:
-                    if _being_cancelled():
-                        raise
-                    error = HandlerCancelledError(STRAY_CANCEL)
-                if decide.gives_up(delivery, error):
-                    return await settle_failure(dead_letters, delivery, error)
-                await decide.back_off(delivery)
-
-        return run
+        return _attempts(decide, next_, ends_chain=False)
 
     return wrap
 
@@ -146,7 +125,15 @@ def retry_handler(
     Used when nothing stands between the retry step and the handler (no timeout); the
     behaviour is that of ``retry`` around the handler, exactly.
     """
-    decide = _Policy(policy, clock, rng, dead_letters)
+    return _attempts(_Policy(policy, clock, rng, dead_letters), call, ends_chain=True)
+
+
+def _attempts(
+    decide: _Policy, call: Callable[[Delivery], Awaitable[Any]], *, ends_chain: bool
+) -> Next:
+    """The attempt loop; ``call`` is the rest of the chain, or the handler when it
+    ``ends_chain`` (then an attempt that returns is ``HANDLED``)."""
+    dead_letters = decide.dead_letters
     handled = Outcome.HANDLED
 
     async def run(delivery: Delivery) -> Outcome:
@@ -159,8 +146,8 @@ def retry_handler(
                 keeper = delivery.lease_keeper
                 if keeper is not None:
                     await keeper.starting(delivery)
-                await call(delivery)
-                return handled
+                result = await call(delivery)
+                return handled if ends_chain else result
             except Exception as exc:
                 error: Exception = exc
             except asyncio.CancelledError:
