@@ -20,6 +20,9 @@ from eventkit.ports import Claim, ClaimRequest, ClaimStatus, Clock
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+# an Enum member read through its class costs ~80 ns on CPython 3.11, a module global ~20
+_CLAIMED = ClaimStatus.CLAIMED
+
 #: The outcomes ``complete`` records; every other outcome is refused.
 DONE_OUTCOMES = frozenset({Outcome.HANDLED, Outcome.DEAD_LETTERED})
 
@@ -246,7 +249,7 @@ class InMemoryIdempotencyStore:
         entry.lease_deadline = now + lease_seconds
         entry.lease_replay_id = replay_id
         entry.retain_until = entry.lease_deadline + self._attempts_ttl
-        return Claim(ClaimStatus.CLAIMED, token=token, attempts=entry.attempts)
+        return Claim(_CLAIMED, token=token, attempts=entry.attempts)
 
     def _held(self, key: str, token: str, now: float) -> _Entry | None:
         """The entry if ``token`` holds a live lease on it."""

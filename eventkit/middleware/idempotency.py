@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from eventkit.routing import HandlerSpec
 
 
+# Enum members read through their class cost ~80 ns each on CPython 3.11; globals ~20
+_CLAIMED = ClaimStatus.CLAIMED
+_BUSY = ClaimStatus.BUSY
+_DUPLICATE = ClaimStatus.DUPLICATE
+_HANDLED = Outcome.HANDLED
+_DEAD_LETTERED = Outcome.DEAD_LETTERED
+_DUPLICATE_OUTCOME = Outcome.DUPLICATE
+_DEFERRED = Outcome.DEFERRED
+
+
 @dataclass(slots=True)
 class IdempotencyCounts:
     """What the idempotency step saw; read by metrics and tests."""
@@ -111,7 +121,7 @@ class IdempotencyGuard:
         held = self._held
         for claimed, claim in zip(chunk, claims, strict=True):
             claimed.claim = claim
-            if claim.status is ClaimStatus.CLAIMED:
+            if claim.status is _CLAIMED:
                 held[claimed.idempotency_key or ""] = claimed
 
     async def _claim_one(self, delivery: Delivery) -> Claim:
@@ -119,7 +129,7 @@ class IdempotencyGuard:
         self.counts.claim_calls += 1
         [claim] = await self.store.claim([ClaimRequest(key, delivery.replay_id)], self._lease)
         delivery.claim = claim
-        if claim.status is ClaimStatus.CLAIMED:
+        if claim.status is _CLAIMED:
             self._held[key] = delivery
         return claim
 
@@ -173,13 +183,13 @@ class IdempotencyGuard:
                     claim = delivery.claim
                     assert claim is not None
                 key = self.key_of(delivery)
-                while claim.status is ClaimStatus.BUSY:
+                while claim.status is _BUSY:
                     # held by this worker itself: take it over, or wait for the running one
                     retaken = await self._take_from_own(delivery, key)
                     if retaken is None:
                         break
                     claim = retaken
-                if claim.status is ClaimStatus.DUPLICATE:
+                if claim.status is _DUPLICATE:
                     counts.duplicate += 1
                     event = delivery.event
                     if (
@@ -188,12 +198,12 @@ class IdempotencyGuard:
                         and claim.payload_hash != payload_hash(event.data)
                     ):
                         counts.key_conflict += 1
-                    return Outcome.DUPLICATE
-                if claim.status is ClaimStatus.BUSY:
+                    return _DUPLICATE_OUTCOME
+                if claim.status is _BUSY:
                     counts.busy += 1
                     delivery.claim = None
                     delivery.retry_after = claim.retry_after
-                    return Outcome.DEFERRED
+                    return _DEFERRED
                 counts.claimed += 1
                 # attempts count across deliveries: a crash loop runs out of them too
                 delivery.attempt = claim.attempts
@@ -205,7 +215,7 @@ class IdempotencyGuard:
                     await self._give_up(delivery)
                     raise
                 self._pace = 0.9 * self._pace + 0.1 * max(monotonic() - started, 1e-6)
-                if outcome is Outcome.HANDLED or outcome is Outcome.DEAD_LETTERED:
+                if outcome is _HANDLED or outcome is _DEAD_LETTERED:
                     return await self._record(delivery, outcome, ttl)
                 await self._give_up(delivery)
                 return outcome

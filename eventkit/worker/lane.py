@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from eventkit.worker.config import WorkerConfig
 
 
+# an Enum member read through its class costs ~80 ns on CPython 3.11, a module global ~20
+_DEFERRED = Outcome.DEFERRED
+
+
 class LaneOwner(Protocol):
     """What a lane asks of its worker: pausing its partition."""
 
@@ -136,7 +140,7 @@ class Lane:
             delivery = queue.popleft()
             self.current = delivery
             outcome = await dispatch(delivery)
-            if outcome is Outcome.DEFERRED and not await self._retry_deferred(delivery):
+            if outcome is _DEFERRED and not await self._retry_deferred(delivery):
                 return  # closing: the record stays unfinished for the next owner
             finish(delivery.record.offset)
             self.current = None
@@ -149,8 +153,8 @@ class Lane:
         owner = self._owner
         owner.want_pause(self.tp, "deferred", True)
         consecutive = 0
-        outcome = Outcome.DEFERRED
-        while outcome is Outcome.DEFERRED:
+        outcome = _DEFERRED
+        while outcome is _DEFERRED:
             consecutive += 1
             delay = delivery.retry_after
             if delay is None:
