@@ -198,6 +198,7 @@ class EventApp(Router):
             config=self.worker_config,
             clock=clock,
             release_unstarted=guard.release_unstarted if guard is not None else None,
+            background=[guard.keep_leases] if guard is not None else [],
         )
         try:
             await worker.start()

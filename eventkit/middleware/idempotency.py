@@ -76,6 +76,8 @@ class IdempotencyGuard:
         self._held: dict[str, Delivery] = {}
         # deliveries waiting for this worker's own running delivery of the same key
         self._waiters: dict[str, asyncio.Future[None]] = {}
+        # started deliveries and when their lease was last renewed (monotonic seconds)
+        self._running: dict[Delivery, float] = {}
         # observed seconds per handler call, to size chunks so they finish within the lease
         self._pace = 0.001
 
@@ -242,6 +244,7 @@ class IdempotencyGuard:
         delivery.unrecorded = None
         delivery.claim = None
         delivery.lease_keeper = None
+        self._running.pop(delivery, None)
         self._let_go(key, delivery)
         return outcome
 
@@ -257,6 +260,7 @@ class IdempotencyGuard:
         claim = delivery.claim
         delivery.claim = None
         delivery.lease_keeper = None
+        self._running.pop(delivery, None)
         if claim is None or claim.token is None:
             return
         key = self.key_of(delivery)
@@ -278,6 +282,35 @@ class IdempotencyGuard:
         claim = delivery.claim
         if claim is not None and claim.token is not None:
             await self.store.start(self.key_of(delivery), claim.token)
+            # from now on the lease keeper renews it while the handler runs
+            self._running[delivery] = self._clock.monotonic()
+
+    async def keep_leases(self) -> None:
+        """Renew the leases of running handlers, forever (the worker runs it as a task).
+
+        Every third of a lease, each delivery whose lease was last renewed a third of a lease
+        ago or more is renewed to a full lease; a lease the store no longer grants is dropped
+        (its DONE will be refused and counted as lost). A store outage skips a round.
+        """
+        period = self._lease / 3
+        while True:
+            await self._clock.sleep(period)
+            now = self._clock.monotonic()
+            for delivery, renewed in list(self._running.items()):
+                claim = delivery.claim
+                if claim is None or claim.token is None:
+                    self._running.pop(delivery, None)
+                    continue
+                if now - renewed < period:
+                    continue
+                try:
+                    kept = await self.store.renew(self.key_of(delivery), claim.token, self._lease)
+                except StoreUnavailableError:
+                    break  # try again next round; the lease may still hold until then
+                if kept:
+                    self._running[delivery] = now
+                else:
+                    self._running.pop(delivery, None)
 
 
 async def _release_quietly(store: IdempotencyStore, key: str, token: str) -> None:

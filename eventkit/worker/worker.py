@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from eventkit.offsets import OffsetTracker
 from eventkit.worker.commits import Committer
@@ -45,6 +45,7 @@ class Worker:
         config: WorkerConfig,
         clock: Clock,
         release_unstarted: ReleaseUnstarted | None = None,
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self._consumer = consumer
         self._dispatch = dispatch
@@ -52,6 +53,8 @@ class Worker:
         self._config = config
         self._clock = clock
         self._release_unstarted = release_unstarted
+        self._background = tuple(background)
+        self._background_tasks: list[asyncio.Task[None]] = []
         self._offsets = OffsetTracker()
         self._lanes: dict[TopicPartition, Lane] = {}
         self._pause_reasons: dict[TopicPartition, set[str]] = {}
@@ -80,6 +83,10 @@ class Worker:
         await self._consumer.start(self._topics, self)
         self._fetch_task = asyncio.create_task(self._fetch_loop(), name="eventkit-fetch")
         self._fetch_task.add_done_callback(self._fetch_done)
+        for run in self._background:
+            task = asyncio.create_task(run(), name=f"eventkit-{getattr(run, '__name__', 'task')}")
+            task.add_done_callback(self._fetch_done)
+            self._background_tasks.append(task)
 
     async def stop(self) -> bool:
         """Drain, commit and leave the group; ``True`` if every started record finished."""
@@ -96,6 +103,7 @@ class Worker:
         await self.committer.wait_in_flight()
         await self.committer.commit(list(self._lanes))
         self._lanes.clear()
+        await self._cancel_background()
         await self._consumer.stop()
         self._clean = clean
         self._stopped.set()
@@ -108,12 +116,18 @@ class Worker:
         if self._fetch_task is not None:
             tasks.append(self._fetch_task)
         tasks.extend(self.committer.in_flight())
+        tasks.extend(self._background_tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._lanes.clear()
         await self._consumer.stop()
         self._stopped.set()
+
+    async def _cancel_background(self) -> None:
+        for task in self._background_tasks:
+            task.cancel()
+        await asyncio.gather(*self._background_tasks, return_exceptions=True)
 
     async def wait(self) -> None:
         """Return when the worker stopped; raise the error that killed it, if any."""
@@ -154,9 +168,10 @@ class Worker:
             self.committer.maybe_commit(self._lanes.keys())
 
     def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        # the fetch loop and background tasks run until stop; ending earlier is a failure
         if task.cancelled() or self._stopping:
             return
-        self._fail(task.exception() or RuntimeError("the fetch task ended unexpectedly"))
+        self._fail(task.exception() or RuntimeError(f"{task.get_name()} ended unexpectedly"))
 
     def _lane_done(self, lane: Lane, task: asyncio.Task[None]) -> None:
         # lanes end normally when closed and are cancelled after a drain deadline

@@ -308,3 +308,32 @@ async def test_a_done_mark_that_fails_is_written_later_without_running_the_handl
         await bus.run_until_idle()
         assert calls == 1
         assert bus.outcomes[Outcome.DUPLICATE] == 1
+
+
+async def test_a_handler_slower_than_the_lease_keeps_it_and_runs_once() -> None:
+    """The lease is renewed while the handler runs: others stay BUSY, DONE is recorded."""
+    app = EventApp("slow-handler", lease_seconds=30.0)
+    calls = 0
+    holder: list[Any] = []
+    checked: list[ClaimStatus] = []
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced, ctx: EventContext) -> None:
+        nonlocal calls
+        calls += 1
+        bus = holder[0]
+        await bus.clock.sleep(100.0)  # more than three leases
+        [seen] = await bus.store.claim([ClaimRequest(key_of(app, "ORDER_PLACED", ctx.event_id))], 1)
+        checked.append(seen.status)
+
+    async with app.testing(partitions=1) as bus:
+        holder.append(bus)
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.publish("orders", "ORDER_PLACED", envelope)
+        await bus.run_until_idle()
+        guard = bus.app.dispatcher.guard
+        assert guard is not None
+        assert calls == 1
+        assert checked == [ClaimStatus.BUSY]  # still ours after 100 s of a 30 s lease
+        assert guard.counts.lease_lost == 0
+        assert bus.outcomes == {Outcome.HANDLED: 1, Outcome.DUPLICATE: 1}
