@@ -10,6 +10,9 @@ Runs, interleaved and repeated, on the same pre-encoded envelopes (about 480 byt
 Prints µs per record for each, the added µs over bare and the ratio, as medians of the runs.
 Usage: ``python benchmarks/bench_pipeline.py [--records N] [--repeats R] [--check]``; with
 ``--check`` it exits 1 when the added cost is over budget (1.5 µs, 3 µs) by more than 20%.
+Timings on a shared machine drift; for a repeatable figure count instructions instead:
+``valgrind --tool=callgrind python benchmarks/bench_pipeline.py --records N --once MODE`` for
+two sizes N, and take the difference per record.
 """
 
 from __future__ import annotations
@@ -182,6 +185,13 @@ async def measure(records: list[StoredRecord], repeats: int) -> dict[str, list[f
     return per_record
 
 
+async def run_once(records: list[StoredRecord], mode: str) -> None:
+    if mode == "bare":
+        await run_bare(records)
+    elif mode != "none":
+        await run_eventkit(records, idempotency=mode == "store")
+
+
 def report(per_record: dict[str, list[float]]) -> dict[str, float]:
     bare = per_record["bare"]
     added: dict[str, float] = {}
@@ -200,11 +210,20 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--check", action="store_true", help="fail when over budget by >20%")
+    parser.add_argument(
+        "--once",
+        choices=["none", "bare", "off", "store"],
+        help="run one mode once, silently: for instruction counts under valgrind --tool=callgrind"
+        " (the per-record cost is the difference between two --records sizes, minus 'none')",
+    )
     args = parser.parse_args()
     records = make_records(args.records)
     # the pre-built records stay alive all run: keep the collector from walking them again and
     # again, which would charge each mode by how much it allocates, not by what it does
     gc.freeze()
+    if args.once is not None:
+        asyncio.run(run_once(records, args.once))
+        return 0
     size = statistics.mean(len(record.value or b"") for record in records)
     print(f"{args.records} records of {size:.0f} bytes, {args.repeats} interleaved repeats")
     added = report(asyncio.run(measure(records, args.repeats)))
