@@ -56,6 +56,3 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: random.Random) -> float:
         """The full-jitter wait after failed attempt ``attempt`` (1-based)."""
         return rng.uniform(0.0, self.ceiling(attempt))
-
-
-NO_RETRY = RetryPolicy(max_attempts=1)

@@ -85,11 +85,6 @@ class EncodedEvent(NamedTuple):
     headers: list[tuple[str, bytes]]
 
 
-def is_binary(headers: Headers) -> bool:
-    """Whether the record is a binary-mode CloudEvent: it has a ``ce_specversion`` header."""
-    return any(name == SPECVERSION_HEADER for name, _ in headers)
-
-
 def decode_binary(value: bytes, headers: Headers, timestamp_ms: int) -> WireEvent:
     """Decode a binary-mode CloudEvent; ``timestamp_ms`` is the record's (used without ``time``).
 

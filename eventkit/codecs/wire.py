@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -17,14 +16,6 @@ T = TypeVar("T")
 
 #: Separates CloudEvents ``source`` and ``id`` in an identity; never valid in either.
 IDENTITY_SEPARATOR = "\x1f"
-
-
-class EventFormat(enum.Enum):
-    """Which codec an incoming event was written in."""
-
-    EVENTKIT = "eventkit"
-    CLOUDEVENTS_BINARY = "cloudevents-binary"
-    CLOUDEVENTS_STRUCTURED = "cloudevents-structured"
 
 
 class WireEvent(msgspec.Struct, kw_only=True, gc=False):

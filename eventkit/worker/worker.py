@@ -82,10 +82,10 @@ class Worker:
         """Join the group and start polling."""
         await self._consumer.start(self._topics, self)
         self._fetch_task = asyncio.create_task(self._fetch_loop(), name="eventkit-fetch")
-        self._fetch_task.add_done_callback(self._fetch_done)
+        self._fetch_task.add_done_callback(self._task_done)
         for run in self._background:
             task = asyncio.create_task(run(), name=f"eventkit-{getattr(run, '__name__', 'task')}")
-            task.add_done_callback(self._fetch_done)
+            task.add_done_callback(self._task_done)
             self._background_tasks.append(task)
 
     async def stop(self) -> bool:
@@ -167,7 +167,7 @@ class Worker:
                 lane.enqueue(records)
             self.committer.maybe_commit(self._lanes.keys())
 
-    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
         # the fetch loop and background tasks run until stop; ending earlier is a failure
         if task.cancelled() or self._stopping:
             return
