@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,8 +13,8 @@ from eventkit.middleware.deadletter import settle_failure
 from eventkit.middleware.decode import decode_delivery
 from eventkit.middleware.idempotency import IdempotencyGuard
 from eventkit.middleware.observe import OutcomeCounts, RecordObserver, observe, outcome_counts
-from eventkit.middleware.retry import retry, retry_handler
-from eventkit.middleware.route import Route, RouteTable
+from eventkit.middleware.retry import retry, retry_handler, stray_cancel
+from eventkit.middleware.route import DirectCall, Route, RouteTable
 from eventkit.middleware.timeout import timeout
 from eventkit.outcomes import Outcome
 from eventkit.pipeline import Middleware, Next, compose
@@ -92,16 +93,22 @@ def build_dispatcher(
             steps.append(guard.middleware(spec))
         call = handler_call(spec, publisher)
         policy = policies.retry_for(spec)
+        # idempotency hashes the raw payload, so its handlers keep the two-pass decode
+        one_pass = None if idempotent else spec.envelope_decoder
         if spec.options.timeout is not None:
             steps.append(retry(policy, clock, rng, dead_letters))
             steps.append(timeout(spec.options.timeout))
-            chain = compose(steps, invoker(call))
+            route = Route(spec, compose(steps, invoker(call)), one_pass)
         else:
             # nothing between retry and the handler: retry calls it, a coroutine less
-            chain = compose(steps, retry_handler(policy, clock, rng, dead_letters, call))
-        # idempotency hashes the raw payload, so its handlers keep the two-pass decode
-        one_pass = None if idempotent else spec.envelope_decoder
-        table.setdefault(spec.topic, {})[spec.event_type] = Route(spec, chain, one_pass)
+            attempts = retry_handler(policy, clock, rng, dead_letters, call)
+            if steps:
+                route = Route(spec, compose(steps, attempts.run), one_pass)
+            else:
+                # nothing before retry either: the entry step makes the first attempt
+                direct = DirectCall(call, attempts.after_failure)
+                route = Route(spec, attempts.run, one_pass, direct)
+        table.setdefault(spec.topic, {})[spec.event_type] = route
 
     routes = RouteTable(table, reader, policies.unknown_event_types)
     routes_holder.append(routes)
@@ -119,23 +126,43 @@ def entry(
 ) -> Next:
     """Where every record enters: route, decode, run the handler's chain, settle, count.
 
-    Routing and decoding run here rather than as layers of their own (decoding needs the
+    The common record takes the route table's one-call fast path. Routing and decoding run
+    here rather than as layers of their own (decoding needs the
     route, the handler's payload type), and so does settling what escaped the handler's
     chain (poison input, errors of user middlewares): a layer costs a coroutine per record.
     A claim made ahead for a record that never reached its idempotency step is released.
     """
+    fast = routes.fast
     resolve = routes.resolve
-    skipped = Outcome.SKIPPED  # a local: reading an Enum member through its class is slow
+    # locals: reading an Enum member through its class is slow
+    skipped = Outcome.SKIPPED
+    handled = Outcome.HANDLED
 
     async def run(delivery: Delivery) -> Outcome:
         try:
-            route = resolve(delivery)
+            route = fast(delivery)
+            if route is None:
+                route = resolve(delivery)
+                if route is not None:
+                    decode_delivery(delivery, route.spec)
             if route is None:
                 outcome = skipped
             else:
-                if not delivery.decoded:
-                    decode_delivery(delivery, route.spec)
-                outcome = await route.chain(delivery)
+                direct = route.direct
+                if direct is not None and delivery.attempt == 0 and delivery.verdict is None:
+                    # a plain chain's first attempt, made here: the retry step's own
+                    # checks would pass (no attempt made, no verdict pending)
+                    call, after_failure = direct
+                    delivery.attempt = 1
+                    try:
+                        await call(delivery)
+                        outcome = handled
+                    except Exception as exc:
+                        outcome = await after_failure(delivery, exc)
+                    except asyncio.CancelledError:
+                        outcome = await after_failure(delivery, stray_cancel())
+                else:
+                    outcome = await route.chain(delivery)
         except Exception as exc:
             outcome = await settle_failure(dead_letters, delivery, exc)
         if delivery.claim is not None and guard is not None:

@@ -12,15 +12,17 @@ from eventkit.codecs.wire import WireEvent
 from eventkit.errors import InvalidEnvelopeError, OversizedRecordError, UndecodableRecordError
 
 if TYPE_CHECKING:
-    from eventkit.codecs.payload import EnvelopeDecoder
     from eventkit.ports import Headers, Record
 
 EVENT_TYPE_HEADER = "event_type"
 CE_TYPE_HEADER = cloudevents.TYPE_HEADER
 CE_SPECVERSION_HEADER = cloudevents.SPECVERSION_HEADER
-_TYPE_HEADERS = (EVENT_TYPE_HEADER, CE_TYPE_HEADER)
 #: Header a replayed dead letter carries; it may claim a key done as dead-lettered, once.
 REPLAY_ID_HEADER = "replay_id"
+#: Every header the scan reads: one set lookup passes over the others.
+READ_HEADERS = frozenset(
+    {EVENT_TYPE_HEADER, CE_TYPE_HEADER, CE_SPECVERSION_HEADER, REPLAY_ID_HEADER}
+)
 
 
 class _SpecVersionProbe(msgspec.Struct):
@@ -74,13 +76,13 @@ class EnvelopeReader:
         try:
             for name, value in headers:
                 size += len(name) + len(value)
-                if name in _TYPE_HEADERS:
-                    if type_header is None:
+                if name in READ_HEADERS:
+                    if name == CE_SPECVERSION_HEADER:
+                        binary = True
+                    elif name == REPLAY_ID_HEADER:
+                        replay = value
+                    elif type_header is None:
                         type_header = value
-                elif name == CE_SPECVERSION_HEADER:
-                    binary = True
-                elif name == REPLAY_ID_HEADER:
-                    replay = value
         except TypeError:
             # a header with a null value: count it as empty (rare, so off the fast path)
             return self.scan([(name, value or b"") for name, value in headers])
@@ -142,30 +144,6 @@ class EnvelopeReader:
                 f"invalid envelope: event_id must be 1 to {self._max_event_id} visible ASCII "
                 "characters without spaces"
             )
-        return event
-
-    def decode_typed(self, record: Record, decode: EnvelopeDecoder) -> WireEvent | None:
-        """Decode envelope and payload in one pass; ``None`` when anything is off.
-
-        On ``None`` the caller reads the record the usual way (``decode``, then the payload
-        decoder), which raises the precise error; so the fast path never changes an outcome.
-        """
-        value = record.value
-        if value is None or len(value) > self._max_value:
-            return None
-        try:
-            event = decode(value)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return None
-        event_id = event.event_id
-        if (
-            event.specversion is not None
-            or not event_id.isascii()
-            or not event_id.isprintable()
-            or " " in event_id
-            or len(event_id) > self._max_event_id
-        ):
-            return None
         return event
 
     def _not_an_envelope(

@@ -8,7 +8,10 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 from msgspec import Meta
 
-EventId = Annotated[str, Meta(min_length=1, max_length=128)]
+#: The longest ``event_id`` the decoder accepts; ``DecodeLimits`` may set a shorter one.
+MAX_EVENT_ID_LENGTH = 128
+
+EventId = Annotated[str, Meta(min_length=1, max_length=MAX_EVENT_ID_LENGTH)]
 EventType = Annotated[str, Meta(min_length=1, max_length=255)]
 UtcTimestamp = Annotated[datetime, Meta(tz=True)]
 

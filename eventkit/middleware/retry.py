@@ -7,7 +7,7 @@ infrastructure errors and an unwritable DLQ); retries and dead letters are one d
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from eventkit.errors import AttemptsExhaustedError, HandlerCancelledError, InfrastructureError
 from eventkit.middleware.deadletter import settle_failure
@@ -113,19 +113,42 @@ def retry(
     return wrap
 
 
+class HandlerAttempts(NamedTuple):
+    """The attempt loop of a retry step that ends its chain, in two entry points.
+
+    ``run`` is the whole step; ``after_failure`` continues it after a first attempt that
+    the caller made itself and that raised (the entry step does so for plain chains, which
+    saves a coroutine per record).
+    """
+
+    run: Next
+    after_failure: Callable[[Delivery, Exception], Awaitable[Outcome]]
+
+
 def retry_handler(
     policy: RetryPolicy,
     clock: Clock,
     rng: random.Random,
     dead_letters: DeadLetterPublisher,
     call: Callable[[Delivery], Awaitable[Any]],
-) -> Next:
+) -> HandlerAttempts:
     """``retry`` ending the chain: it calls the handler itself, one coroutine less per record.
 
     Used when nothing stands between the retry step and the handler (no timeout); the
     behaviour is that of ``retry`` around the handler, exactly.
     """
-    return _attempts(_Policy(policy, clock, rng, dead_letters), call, ends_chain=True)
+    decide = _Policy(policy, clock, rng, dead_letters)
+    return HandlerAttempts(
+        _attempts(decide, call, ends_chain=True), _after_failure(decide, call, ends_chain=True)
+    )
+
+
+def stray_cancel() -> HandlerCancelledError:
+    """The error of a ``CancelledError`` a handler raised by itself; re-raises it when the
+    task really is being cancelled (then it must propagate). Call it in an ``except``."""
+    if _being_cancelled():
+        raise  # noqa: PLE0704  # only ever called while handling the CancelledError
+    return HandlerCancelledError(STRAY_CANCEL)
 
 
 def _attempts(
@@ -135,12 +158,40 @@ def _attempts(
     ``ends_chain`` (then an attempt that returns is ``HANDLED``)."""
     dead_letters = decide.dead_letters
     handled = Outcome.HANDLED
+    after_failure = _after_failure(decide, call, ends_chain=ends_chain)
 
     async def run(delivery: Delivery) -> Outcome:
         settled = decide.settled_before(delivery)
         if settled is not None:
             return await settle_failure(dead_letters, delivery, settled)
+        delivery.attempt += 1
+        try:
+            keeper = delivery.lease_keeper
+            if keeper is not None:
+                await keeper.starting(delivery)
+            result = await call(delivery)
+            return handled if ends_chain else result
+        except Exception as exc:
+            error: Exception = exc
+        except asyncio.CancelledError:
+            error = stray_cancel()
+        return await after_failure(delivery, error)
+
+    return run
+
+
+def _after_failure(
+    decide: _Policy, call: Callable[[Delivery], Awaitable[Any]], *, ends_chain: bool
+) -> Callable[[Delivery, Exception], Awaitable[Outcome]]:
+    """The rest of the attempt loop once an attempt raised ``error``."""
+    dead_letters = decide.dead_letters
+    handled = Outcome.HANDLED
+
+    async def after_failure(delivery: Delivery, error: Exception) -> Outcome:
         while True:
+            if decide.gives_up(delivery, error):
+                return await settle_failure(dead_letters, delivery, error)
+            await decide.back_off(delivery)
             delivery.attempt += 1
             try:
                 keeper = delivery.lease_keeper
@@ -149,13 +200,8 @@ def _attempts(
                 result = await call(delivery)
                 return handled if ends_chain else result
             except Exception as exc:
-                error: Exception = exc
+                error = exc
             except asyncio.CancelledError:
-                if _being_cancelled():
-                    raise
-                error = HandlerCancelledError(STRAY_CANCEL)
-            if decide.gives_up(delivery, error):
-                return await settle_failure(dead_letters, delivery, error)
-            await decide.back_off(delivery)
+                error = stray_cancel()
 
-    return run
+    return after_failure
