@@ -8,9 +8,10 @@ import msgspec
 
 # msgspec reads a Struct's annotations only to build a decoder, and none is built for this one
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable  # noqa: TC004
+    from collections.abc import Awaitable, Callable, Iterable  # noqa: TC004
 
     from eventkit.codecs.wire import WireEvent  # noqa: TC004
+    from eventkit.middleware.route import Route  # noqa: TC004
     from eventkit.outcomes import Outcome  # noqa: TC004
     from eventkit.ports import Claim, Record  # noqa: TC004
     from eventkit.routing import HandlerSpec  # noqa: TC004
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 class LeaseKeeper(Protocol):
     """The idempotency step's hooks into the retry loop of a claimed delivery."""
 
-    async def starting(self, delivery: Delivery) -> None:
-        """Count a handler start in the store, before the attempt runs."""
+    def starting(self, delivery: Delivery) -> Awaitable[object]:
+        """Count a handler start in the store, before the attempt runs (await the result)."""
         ...
 
     async def keep(self, delivery: Delivery, seconds: float) -> None:
@@ -47,6 +48,8 @@ class Delivery(msgspec.Struct, eq=False):
     replay_id: str | None = None
     event: WireEvent | None = None
     spec: HandlerSpec | None = None
+    #: where routing sent it (set with ``spec``), so a later dispatch need not look again
+    route: Route | None = None
     payload: Any = None
     decoded: bool = False
     error: BaseException | None = None

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from eventkit.delivery import Delivery
     from eventkit.ports import Clock, IdempotencyStore
     from eventkit.publisher import EventPublisher
-    from eventkit.routing import HandlerSpec, Router
+    from eventkit.routing import Router
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +66,17 @@ def build_dispatcher(
     counts = outcome_counts()
     routes_holder: list[RouteTable] = []
 
-    def prepare(delivery: Delivery) -> HandlerSpec | None:
-        route = routes_holder[0].resolve(delivery)
-        if route is None or not policies.idempotent(route.spec):
-            return None
-        decode_delivery(delivery, route.spec)
-        return route.spec
+    def prepare(delivery: Delivery) -> bool:
+        """Route and decode a queued delivery; whether its key is to be claimed."""
+        routes = routes_holder[0]
+        route = delivery.route or routes.fast(delivery)
+        if route is None:
+            route = routes.resolve(delivery)
+            if route is None or not route.idempotent:
+                return False
+        if route.idempotent and not delivery.decoded:
+            decode_delivery(delivery, route.spec)
+        return route.idempotent
 
     guard = None
     if store is not None and any(policies.idempotent(spec) for spec in router):
@@ -89,25 +94,28 @@ def build_dispatcher(
     for spec in router:
         idempotent = guard is not None and policies.idempotent(spec)
         steps: list[Middleware] = list(middlewares)
-        if guard is not None and idempotent:
-            steps.append(guard.middleware(spec))
         call = handler_call(spec, publisher)
         policy = policies.retry_for(spec)
         # idempotency hashes the raw payload, so its handlers keep the two-pass decode
         one_pass = None if idempotent else spec.envelope_decoder
         if spec.options.timeout is not None:
+            if guard is not None and idempotent:
+                steps.append(guard.middleware(spec))
             steps.append(retry(policy, clock, rng, dead_letters))
             steps.append(timeout(spec.options.timeout))
-            route = Route(spec, compose(steps, invoker(call)), one_pass)
+            route = Route(spec, compose(steps, invoker(call)), one_pass, idempotent=idempotent)
+            table.setdefault(spec.topic, {})[spec.event_type] = route
+            continue
+        # nothing between retry and the handler: retry calls it, a coroutine less; the step
+        # before retry (the entry step, or the idempotency step) makes the first attempt
+        attempts = retry_handler(policy, clock, rng, dead_letters, call)
+        direct = DirectCall(call, attempts.after_failure, policy.max_attempts)
+        if guard is not None and idempotent:
+            steps.append(guard.middleware(spec, direct))
+        if steps:
+            route = Route(spec, compose(steps, attempts.run), one_pass, idempotent=idempotent)
         else:
-            # nothing between retry and the handler: retry calls it, a coroutine less
-            attempts = retry_handler(policy, clock, rng, dead_letters, call)
-            if steps:
-                route = Route(spec, compose(steps, attempts.run), one_pass)
-            else:
-                # nothing before retry either: the entry step makes the first attempt
-                direct = DirectCall(call, attempts.after_failure)
-                route = Route(spec, attempts.run, one_pass, direct)
+            route = Route(spec, attempts.run, one_pass, direct)
         table.setdefault(spec.topic, {})[spec.event_type] = route
 
     routes = RouteTable(table, reader, policies.unknown_event_types)
@@ -140,20 +148,27 @@ def entry(
 
     async def run(delivery: Delivery) -> Outcome:
         try:
-            route = fast(delivery)
+            # routed already when it was claimed ahead, or dispatched before (deferred)
+            route = delivery.route
             if route is None:
-                route = resolve(delivery)
-                if route is not None:
-                    decode_delivery(delivery, route.spec)
+                route = fast(delivery)
+                if route is None:
+                    route = resolve(delivery)
             if route is None:
                 outcome = skipped
             else:
+                if not delivery.decoded:
+                    decode_delivery(delivery, route.spec)
                 direct = route.direct
-                if direct is not None and delivery.attempt == 0 and delivery.verdict is None:
-                    # a plain chain's first attempt, made here: the retry step's own
-                    # checks would pass (no attempt made, no verdict pending)
-                    call, after_failure = direct
-                    delivery.attempt = 1
+                if (
+                    direct is not None
+                    and delivery.verdict is None
+                    and delivery.attempt < direct.max_attempts
+                ):
+                    # a plain chain's first attempt, made here where the retry step would
+                    # make it: nothing is settled yet (no verdict, attempts left)
+                    call, after_failure, _ = direct
+                    delivery.attempt += 1
                     try:
                         await call(delivery)
                         outcome = handled

@@ -29,7 +29,8 @@ class _SpecVersionProbe(msgspec.Struct):
     specversion: str | None = None
 
 
-_decode_wire = msgspec.json.Decoder(WireEvent).decode
+#: Decodes an eventkit envelope with ``data`` raw; no bound or check of its own.
+decode_wire = msgspec.json.Decoder(WireEvent).decode
 _probe_decoder = msgspec.json.Decoder(_SpecVersionProbe)
 
 
@@ -120,7 +121,7 @@ class EnvelopeReader:
             event = cloudevents.decode_binary(value, record.headers, record.timestamp)
         else:
             try:
-                event = _decode_wire(value)
+                event = decode_wire(value)
             except msgspec.ValidationError as exc:
                 event = self._not_an_envelope(value, record.timestamp, exc)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:

@@ -129,28 +129,45 @@ class InMemoryIdempotencyStore:
 
         Raises ``ValueError`` for a lease that is not positive.
         """
-        self._check_available()
+        if self._unavailable:
+            self._check_available()
         _check_positive("lease_seconds", lease_seconds)
         now = self._clock.monotonic()
+        entries = self._entries
         self._claims_since_sweep += len(requests)
         # sweeping every max(sweep_every, size) claims keeps the cost per claim constant
-        if self._claims_since_sweep >= max(self._sweep_every, len(self._entries)):
+        if self._claims_since_sweep >= max(self._sweep_every, len(entries)):
             self._sweep(now)
         # one random secret per call, a counter per key: tokens stay unguessable and unique
         secret = secrets.token_hex(12)
-        return [
-            self._claim_one(request, now, lease_seconds, f"{secret}-{index}")
-            for index, request in enumerate(requests)
-        ]
+        deadline = now + lease_seconds
+        retain_until = deadline + self._attempts_ttl
+        claims = []
+        for index, request in enumerate(requests):
+            key = request.key
+            if key not in entries:
+                # the common case, a key never seen: leased at once
+                token = f"{secret}-{index}"
+                entries[key] = _Entry(
+                    token=token,
+                    lease_deadline=deadline,
+                    lease_replay_id=request.replay_id,
+                    retain_until=retain_until,
+                )
+                claims.append(Claim(_CLAIMED, token=token))
+            else:
+                claims.append(self._claim_one(request, now, lease_seconds, f"{secret}-{index}"))
+        return claims
 
     async def start(self, key: str, token: str) -> int:
         """Count one handler start and return the attempts including this one.
 
         Raises ``LeaseLostError`` unless ``token`` holds a live lease on ``key``.
         """
-        self._check_available()
-        entry = self._held(key, token, self._clock.monotonic())
-        if entry is None:
+        if self._unavailable:
+            self._check_available()
+        entry = self._entries.get(key)
+        if entry is None or entry.token != token or self._clock.monotonic() >= entry.lease_deadline:
             raise LeaseLostError(f"the lease on {key!r} is lost")
         entry.attempts += 1
         return entry.attempts
@@ -174,14 +191,15 @@ class InMemoryIdempotencyStore:
 
         Raises ``ValueError`` for an outcome other than ``HANDLED`` or ``DEAD_LETTERED``.
         """
-        self._check_available()
+        if self._unavailable:
+            self._check_available()
         if outcome not in DONE_OUTCOMES:
             raise ValueError(f"a key is done as handled or dead_lettered, not {outcome.value}")
         if not ttl_seconds > 0:
             _check_positive("ttl_seconds", ttl_seconds)
         now = self._clock.monotonic()
-        entry = self._held(key, token, now)
-        if entry is None:
+        entry = self._entries.get(key)
+        if entry is None or entry.token != token or now >= entry.lease_deadline:
             if not is_planted("complete_without_token_check"):
                 return False
             # planted bug: a stale or foreign token overwrites whatever holds the key

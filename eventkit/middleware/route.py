@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
-from eventkit.codecs.reader import EVENT_TYPE_HEADER
+from eventkit.codecs.reader import EVENT_TYPE_HEADER, decode_wire
 from eventkit.codecs.reader import READ_HEADERS as _READ_HEADERS
 from eventkit.codecs.wire import MAX_EVENT_ID_LENGTH
 from eventkit.errors import InvalidEnvelopeError, UnroutableEventError
@@ -42,15 +42,20 @@ class Route(NamedTuple):
     envelope_decoder: EnvelopeDecoder | None
     #: set where the chain is only the retry step around the handler
     direct: DirectCall | None = None
+    #: whether the handler's records are claimed in the idempotency store
+    idempotent: bool = False
 
 
 class DirectCall(NamedTuple):
-    """A plain chain in two parts, so the entry step can make the first attempt itself."""
+    """The retry step around the handler in parts, so the step before it can make the
+    first attempt itself: a coroutine less per record."""
 
     #: the handler call
     call: HandlerCall
     #: the retry step's continuation after the first attempt raised
     after_failure: Callable[[Delivery, Exception], Awaitable[Outcome]]
+    #: the retry policy's attempts; a delivery that has made them all is the step's to settle
+    max_attempts: int
 
 
 class RouteTable:
@@ -76,13 +81,9 @@ class RouteTable:
         self._table = table
         self._reader = reader
         self._unknown = unknown
-        # routes with a one-pass decoder, keyed by the raw ``event_type`` header value
+        # the routes keyed by the raw ``event_type`` header value, which saves decoding it
         self._by_header = {
-            topic: {
-                event_type.encode(): route
-                for event_type, route in by_type.items()
-                if route.envelope_decoder is not None
-            }
+            topic: {event_type.encode(): route for event_type, route in by_type.items()}
             for topic, by_type in table.items()
         }
         limits = reader.limits
@@ -95,12 +96,13 @@ class RouteTable:
 
     # one flat function on purpose: each early return hands the record to ``resolve``
     def fast(self, delivery: Delivery) -> Route | None:  # noqa: PLR0911, PLR0912
-        """The route of the common record, decoded in one pass, or ``None`` to ``resolve``.
+        """The route of the common record, decoded, or ``None`` to ``resolve`` it instead.
 
         The common record names its type in an ``event_type`` header, carries no other header
-        the routing reads, is within every bound, is an eventkit envelope and has a route with
-        a one-pass decoder. For it this does what ``resolve`` does, in one call; anything
-        else (or anything wrong) is left to ``resolve``, which gives the precise outcome.
+        the routing reads, is within every bound and is an eventkit envelope of a routed type.
+        For it this does what ``resolve`` and the decode step do, in one call (decoding in
+        one pass where the route can); anything else (or anything wrong) is left to
+        ``resolve``, which gives the precise outcome.
         """
         if delivery.event is not None:
             return None
@@ -131,11 +133,13 @@ class RouteTable:
         value = record.value
         if value is None or len(value) > self._max_value:
             return None
+        decode = route.envelope_decoder
         try:
-            event = route.envelope_decoder(value)  # type: ignore[misc]  # set for every key
+            event = decode(value) if decode is not None else decode_wire(value)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
-        event_type = route.spec.event_type
+        spec = route.spec
+        event_type = spec.event_type
         event_id = event.event_id
         if (
             event.event_type != event_type
@@ -146,10 +150,20 @@ class RouteTable:
             or (self._max_event_id and len(event_id) > self._max_event_id)
         ):
             return None
+        if decode is not None:
+            payload = event.data
+        elif spec.decoder is not None:
+            try:
+                payload = spec.decoder(event.data)
+            except Exception:  # the decode step raises it again, precisely
+                return None
+        else:
+            payload = None
         delivery.event_type = event_type
-        delivery.spec = route.spec
+        delivery.spec = spec
+        delivery.route = route
         delivery.event = event
-        delivery.payload = event.data
+        delivery.payload = payload
         delivery.decoded = True
         return route
 
@@ -182,6 +196,7 @@ class RouteTable:
                 )
             return None
         delivery.spec = route.spec
+        delivery.route = route
         if delivery.event is not None:
             return route
         delivery.event = reader.decode(record, binary=binary)

@@ -195,12 +195,16 @@ def test_fast_path_takes_the_common_record() -> None:
     assert delivery.payload == OrderPlaced("o-1", 3)
 
 
-def test_fast_path_declines_a_route_without_a_one_pass_decoder() -> None:
-    """A pydantic payload keeps the two-pass decode, so its records go to ``resolve``."""
+def test_fast_path_decodes_in_two_passes_where_the_route_has_no_one_pass_decoder() -> None:
+    """A pydantic payload is read from ``data`` kept raw (which also keeps the raw bytes for
+    the idempotency step's payload hash)."""
     routes = route_table()
     value = body("order.noted", "e-1", {"order_id": "o-1"})
     delivery = Delivery(Record(TOPIC, value, (("event_type", b"order.noted"),)))
-    assert routes.fast(delivery) is None
+    assert routes.fast(delivery) is not None
+    assert delivery.payload == OrderNoted(order_id="o-1")
+    assert delivery.event is not None
+    assert isinstance(delivery.event.data, msgspec.Raw)
 
 
 def test_fast_path_declines_a_delivery_resolved_before() -> None:

@@ -20,6 +20,7 @@ from eventkit.idempotency import InMemoryIdempotencyStore
 from eventkit.keys import event_key, namespace_for
 from eventkit.ports import ClaimRequest, ClaimStatus, TopicPartition
 from eventkit.transports.memory import MemoryBroker
+from eventkit.transports.partitioner import default_partition
 from tests.unit.bus.models import OrderPlaced
 
 
@@ -337,3 +338,80 @@ async def test_a_handler_slower_than_the_lease_keeps_it_and_runs_once() -> None:
         assert checked == [ClaimStatus.BUSY]  # still ours after 100 s of a 30 s lease
         assert guard.counts.lease_lost == 0
         assert bus.outcomes == {Outcome.HANDLED: 1, Outcome.DUPLICATE: 1}
+
+
+async def test_an_earlier_delivery_takes_its_key_from_an_own_claim_not_started_yet() -> None:
+    """Lane 0 claimed an event ahead and is busy; lane 1 reaches the same event first: it
+    takes the claim over (never waiting on a delivery queued behind) and runs it once; lane
+    0's copy is then a duplicate, without any BUSY deferral."""
+    app = EventApp("own-lease", lease_seconds=30.0)
+    first_started = asyncio.Event()
+    event_handled = asyncio.Event()
+    runs: list[str] = []
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        runs.append(event.order_id)
+        if event.order_id == "first":
+            first_started.set()
+            await event_handled.wait()  # lane 0 holds its claim on "shared", not started
+        else:
+            event_handled.set()
+
+    @app.handler("ORDER_NOTED", topic="orders", idempotent=False)
+    async def noted(event: OrderPlaced) -> None:
+        await first_started.wait()  # lane 1 claims "shared" only once lane 0 holds it
+
+    async with app.testing(partitions=2) as bus:
+        lane0, lane1 = partition_keys(2)
+        await bus.publish(
+            "orders", "ORDER_PLACED", OrderPlaced(order_id="first", total=1), key=lane0
+        )
+        shared = await bus.publish(
+            "orders", "ORDER_PLACED", OrderPlaced(order_id="shared", total=1), key=lane0
+        )
+        await bus.publish("orders", "ORDER_NOTED", OrderPlaced(order_id="note", total=1), key=lane1)
+        await bus.publish("orders", "ORDER_PLACED", shared, key=lane1)
+        assert [r.partition for r in bus.published("orders")] == [0, 0, 1, 1]
+        await bus.run_until_idle()
+        guard = bus.app.dispatcher.guard
+        assert guard is not None
+        assert runs == ["first", "shared"]
+        assert guard.counts.busy == 0
+        assert bus.outcomes == {Outcome.HANDLED: 3, Outcome.DUPLICATE: 1}
+
+
+async def test_a_lease_lost_while_the_handler_runs_is_counted_and_not_marked_done() -> None:
+    """Renewals fail while the handler outlives its lease: the effect happened, the DONE
+    mark is refused and the loss counted; the key is free for a later delivery."""
+    app = EventApp("lost-lease", lease_seconds=30.0)
+    holder: list[Any] = []
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        bus = holder[0]
+        bus.store.set_unavailable(True)
+        await bus.clock.sleep(100.0)  # every renewal fails: the lease runs out
+        bus.store.set_unavailable(False)
+
+    async with app.testing(partitions=1) as bus:
+        holder.append(bus)
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until_idle()
+        guard = bus.app.dispatcher.guard
+        assert guard is not None
+        assert guard.counts.lease_lost == 1
+        assert bus.outcomes == {Outcome.HANDLED: 1}
+        key = key_of(app, "ORDER_PLACED", envelope.event_id)
+        [claim] = await bus.store.claim([ClaimRequest(key)], 1)
+        assert claim.status is ClaimStatus.CLAIMED  # not done: no mark was written
+
+
+def partition_keys(partitions: int) -> list[str]:
+    """One record key per partition, in partition order."""
+    keys: dict[int, str] = {}
+    candidate = 0
+    while len(keys) < partitions:
+        keys.setdefault(default_partition(f"k{candidate}".encode(), partitions), f"k{candidate}")
+        candidate += 1
+    return [keys[partition] for partition in range(partitions)]
