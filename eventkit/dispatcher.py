@@ -57,8 +57,9 @@ def build_dispatcher(
     """Build the outer chain and one inner chain per handler.
 
     Entry (route, decode, settle failures, count), wrapped by ``observe`` when there are
-    observers. Inner, per handler: user middlewares -> idempotency -> retry (which counts
-    each start in the store and dead-letters what it gives up on) -> timeout -> handler.
+    observers. Inner, per handler: user middlewares -> idempotency -> retry (which has the
+    idempotency step count each start in the store, and dead-letters what it gives up on)
+    -> timeout -> handler.
     Idempotency sits outside retry so that one claim covers every attempt and DONE follows
     the DLQ acknowledgement.
     """
@@ -169,13 +170,15 @@ def entry(
                     # make it: nothing is settled yet (no verdict, attempts left)
                     call, after_failure, _ = direct
                     delivery.attempt += 1
+                    error: Exception | None = None
                     try:
                         await call(delivery)
-                        outcome = handled
                     except Exception as exc:
-                        outcome = await after_failure(delivery, exc)
+                        error = exc
                     except asyncio.CancelledError:
-                        outcome = await after_failure(delivery, stray_cancel())
+                        error = stray_cancel()
+                    # retried outside the except block: the next attempt sees no exception
+                    outcome = handled if error is None else await after_failure(delivery, error)
                 else:
                     outcome = await route.chain(delivery)
         except Exception as exc:

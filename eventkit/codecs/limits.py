@@ -17,6 +17,11 @@ class DecodeLimits:
     max_event_id_length: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("max_record_bytes", "max_header_count", "max_header_bytes"):
+        for name in (
+            "max_record_bytes",
+            "max_header_count",
+            "max_header_bytes",
+            "max_event_id_length",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"DecodeLimits.{name} must be positive")

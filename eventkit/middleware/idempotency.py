@@ -78,7 +78,8 @@ class IdempotencyGuard:
         self._held: dict[str, Delivery] = {}
         # deliveries waiting for this worker's own running delivery of the same key
         self._waiters: dict[str, asyncio.Future[None]] = {}
-        # started deliveries and when their lease was last renewed (monotonic seconds)
+        # claimed deliveries past their claim check (running, retrying, or being dead-lettered)
+        # and when their lease was last renewed (monotonic seconds)
         self._running: dict[Delivery, float] = {}
         # observed seconds per handler call, to size chunks so they finish within the lease
         self._pace = 0.001
@@ -193,7 +194,7 @@ class IdempotencyGuard:
         running = self._running
 
         def wrap(next_: Next) -> Next:
-            async def run(delivery: Delivery) -> Outcome:
+            async def run(delivery: Delivery) -> Outcome:  # noqa: PLR0912
                 if delivery.unrecorded is not None:
                     # the handler finished before; only its DONE mark is left to write
                     return await self._record(delivery, delivery.unrecorded, ttl)
@@ -210,6 +211,8 @@ class IdempotencyGuard:
                     assert claim is not None
                 counts.claimed += 1
                 key = delivery.idempotency_key or self.key_of(delivery)
+                token = claim.token
+                assert token is not None, "a claim that was granted has a token"
                 # attempts count across deliveries: a crash loop runs out of them too
                 delivery.attempt = claim.attempts
                 delivery.lease_keeper = self
@@ -223,14 +226,19 @@ class IdempotencyGuard:
                         and delivery.attempt < direct.max_attempts
                     ):
                         delivery.attempt += 1
+                        error: Exception | None = None
                         try:
-                            await store.start(key, claim.token or "")
+                            await store.start(key, token)
                             await direct.call(delivery)
-                            outcome = _HANDLED
                         except Exception as exc:
-                            outcome = await direct.after_failure(delivery, exc)
+                            error = exc
                         except asyncio.CancelledError:
-                            outcome = await direct.after_failure(delivery, stray_cancel())
+                            error = stray_cancel()
+                        # retried outside the except block: the next attempt sees no exception
+                        if error is None:
+                            outcome = _HANDLED
+                        else:
+                            outcome = await direct.after_failure(delivery, error)
                     else:
                         outcome = await next_(delivery)
                 except BaseException:
@@ -245,7 +253,7 @@ class IdempotencyGuard:
                 digest = payload_hash(event.data) if event is not None else ""
                 delivery.unrecorded = outcome
                 # StoreUnavailableError propagates: the record is deferred and comes back
-                if not await store.complete(key, claim.token or "", outcome, digest, ttl):
+                if not await store.complete(key, token, outcome, digest, ttl):
                     counts.lease_lost += 1  # the effect happened, the mark did not
                 self._recorded(delivery, key)
                 return outcome
@@ -299,7 +307,8 @@ class IdempotencyGuard:
         return outcome
 
     def _recorded(self, delivery: Delivery, key: str) -> None:
-        """Forget a delivery whose DONE mark was written (or refused as lost)."""
+        """Forget a delivery whose DONE mark was written (or refused as lost); ``_let_go``
+        inlined, as this runs once per record."""
         delivery.unrecorded = None
         delivery.claim = None
         delivery.lease_keeper = None

@@ -108,7 +108,8 @@ def retry(
     decide = _Policy(policy, clock, rng, dead_letters)
 
     def wrap(next_: Next) -> Next:
-        return _attempts(decide, next_, ends_chain=False)
+        after_failure = _after_failure(decide, next_, ends_chain=False)
+        return _attempts(decide, after_failure, next_, ends_chain=False)
 
     return wrap
 
@@ -117,8 +118,8 @@ class HandlerAttempts(NamedTuple):
     """The attempt loop of a retry step that ends its chain, in two entry points.
 
     ``run`` is the whole step; ``after_failure`` continues it after a first attempt that
-    the caller made itself and that raised (the entry step does so for plain chains, which
-    saves a coroutine per record).
+    the caller made itself and that raised (the entry step or the idempotency step does so
+    where the retry step comes next, which saves a coroutine per record).
     """
 
     run: Next
@@ -138,9 +139,8 @@ def retry_handler(
     behaviour is that of ``retry`` around the handler, exactly.
     """
     decide = _Policy(policy, clock, rng, dead_letters)
-    return HandlerAttempts(
-        _attempts(decide, call, ends_chain=True), _after_failure(decide, call, ends_chain=True)
-    )
+    after_failure = _after_failure(decide, call, ends_chain=True)
+    return HandlerAttempts(_attempts(decide, after_failure, call, ends_chain=True), after_failure)
 
 
 def stray_cancel() -> HandlerCancelledError:
@@ -152,13 +152,17 @@ def stray_cancel() -> HandlerCancelledError:
 
 
 def _attempts(
-    decide: _Policy, call: Callable[[Delivery], Awaitable[Any]], *, ends_chain: bool
+    decide: _Policy,
+    after_failure: Callable[[Delivery, Exception], Awaitable[Outcome]],
+    call: Callable[[Delivery], Awaitable[Any]],
+    *,
+    ends_chain: bool,
 ) -> Next:
-    """The attempt loop; ``call`` is the rest of the chain, or the handler when it
-    ``ends_chain`` (then an attempt that returns is ``HANDLED``)."""
+    """The attempt loop's first attempt, then ``after_failure``; ``call`` is the rest of the
+    chain, or the handler when it ``ends_chain`` (then an attempt that returns is
+    ``HANDLED``)."""
     dead_letters = decide.dead_letters
     handled = Outcome.HANDLED
-    after_failure = _after_failure(decide, call, ends_chain=ends_chain)
 
     async def run(delivery: Delivery) -> Outcome:
         settled = decide.settled_before(delivery)

@@ -92,7 +92,7 @@ class RouteTable:
         self._max_header_bytes = limits.max_header_bytes
         # the decoder's own bound on event_id makes a check against a larger limit moot
         max_event_id = limits.max_event_id_length
-        self._max_event_id = max_event_id if max_event_id < MAX_EVENT_ID_LENGTH else 0
+        self._max_event_id = max_event_id if max_event_id < MAX_EVENT_ID_LENGTH else None
 
     # one flat function on purpose: each early return hands the record to ``resolve``
     def fast(self, delivery: Delivery) -> Route | None:  # noqa: PLR0911, PLR0912
@@ -127,7 +127,10 @@ class RouteTable:
         by_header = self._by_header.get(record.topic)
         if by_header is None:
             return None
-        route = by_header.get(type_header)
+        try:
+            route = by_header.get(type_header)
+        except TypeError:
+            return None  # a header value of another type than bytes (unhashable)
         if route is None:
             return None
         value = record.value
@@ -147,7 +150,7 @@ class RouteTable:
             or not event_id.isascii()
             or not event_id.isprintable()
             or " " in event_id
-            or (self._max_event_id and len(event_id) > self._max_event_id)
+            or (self._max_event_id is not None and len(event_id) > self._max_event_id)
         ):
             return None
         if decode is not None:
@@ -173,9 +176,9 @@ class RouteTable:
         The type comes from the ``event_type`` (or ``ce_type``) header when there is one, so
         unhandled events are skipped without decoding; otherwise from the decoded envelope.
         A routed record leaves with its envelope decoded (its payload is decoded by the decode
-        step). Raises ``PoisonRecordError``
-        for records out of bounds or undecodable, and for unknown types set to dead-letter.
-        Resolving a delivery again reuses what was decoded.
+        step) and remembers its route, which it gets only once the envelope is decoded.
+        Raises ``PoisonRecordError`` for records out of bounds or undecodable, and for unknown
+        types set to dead-letter. Resolving a delivery again reuses what was decoded.
         """
         record = delivery.record
         reader = self._reader
@@ -196,10 +199,10 @@ class RouteTable:
                 )
             return None
         delivery.spec = route.spec
+        if delivery.event is None:
+            delivery.event = reader.decode(record, binary=binary)
+        # remembered only now: a delivery with a route always has its envelope
         delivery.route = route
-        if delivery.event is not None:
-            return route
-        delivery.event = reader.decode(record, binary=binary)
         return route
 
 

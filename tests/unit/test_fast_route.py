@@ -156,6 +156,7 @@ PLACED_HEADER = ("event_type", b"order.placed")
 @example(Record(TOPIC, PLACED, (PLACED_HEADER, ("x", NULL))))
 @example(Record(TOPIC, PLACED, (PLACED_HEADER, ("x", NULL), ("y", b"v" * 400))))
 @example(Record(TOPIC, PLACED, (("event_type", b"order.shipped"), PLACED_HEADER)))
+@example(Record(TOPIC, PLACED, (("event_type", cast("bytes", bytearray(b"order.placed"))),)))
 @example(Record(TOPIC, PLACED, (PLACED_HEADER, ("x", b"v" * 400))))  # header bytes
 @example(Record(TOPIC, PLACED, (PLACED_HEADER,) * 7))  # header count
 @example(Record(TOPIC, body("order.placed", "e-1", OrderPlaced("o" * 600, 1)), (PLACED_HEADER,)))

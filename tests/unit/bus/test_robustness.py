@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -210,3 +211,68 @@ async def test_a_cancelled_stop_leaves_the_app_to_abort() -> None:
         assert app.running
         await app.abort()
         assert not app.running
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [(b"{not json", b"undecodable"), (None, b"undecodable")]
+)
+async def test_a_poison_record_claimed_ahead_keeps_its_own_dead_letter_reason(
+    value: bytes | None, reason: bytes
+) -> None:
+    """A record whose header names an idempotent type but whose body cannot be read is
+    looked at early, when the record before it claims a chunk ahead; that look must not
+    change what its own turn says of it: it is dead-lettered for what is wrong with it."""
+    app = EventApp("poison-ahead")
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        del event
+
+    async with app.testing(partitions=1) as bus:
+        await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.publish_raw("orders", value, headers=[("event_type", b"ORDER_PLACED")])
+        await bus.run_until_idle()
+        [letter] = bus.dead_letters("orders")
+        assert dict(letter.headers)["dlq_reason"] == reason
+        assert bus.outcomes == {Outcome.HANDLED: 1, Outcome.DEAD_LETTERED: 1}
+
+
+async def test_a_poison_record_dispatched_again_keeps_its_own_dead_letter_reason() -> None:
+    """A poison record whose dead letter could not be written at first is dead-lettered
+    later with the same reason, not with an error of the second dispatch."""
+    app = EventApp("poison-again", idempotency=False)
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        del event
+
+    async with app.testing(partitions=1) as bus:
+        bus.broker.fail_publishes("orders.dlq", ConnectionError("dlq broker down"))
+        await bus.publish_raw("orders", b"{not json", headers=[("event_type", b"ORDER_PLACED")])
+        await bus.run_until(lambda: bus.outcomes[Outcome.DEFERRED] >= 1)
+        bus.broker.fail_publishes("orders.dlq", None)
+        await bus.run_until_idle()
+        [letter] = bus.dead_letters("orders")
+        assert dict(letter.headers)["dlq_reason"] == b"undecodable"
+
+
+@pytest.mark.parametrize("idempotency", [False, True])
+async def test_a_retried_attempt_runs_with_no_exception_of_the_last_one_in_flight(
+    idempotency: bool,
+) -> None:
+    """The second attempt is not run inside the first one's ``except`` block: the handler
+    sees no exception being handled, and the error it raises carries no chained context."""
+    app = EventApp("clean-retry", idempotency=idempotency, retry=RetryPolicy(max_attempts=2))
+    in_flight: list[BaseException | None] = []
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced, ctx: EventContext) -> None:
+        in_flight.append(sys.exc_info()[1])
+        raise ValueError(f"attempt {ctx.attempt}")
+
+    async with app.testing(partitions=1) as bus:
+        await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        await bus.run_until_idle()
+        [letter] = bus.dead_letters("orders")
+    assert in_flight == [None, None]
+    assert dict(letter.headers)["dlq_reason"] == b"handler_error"

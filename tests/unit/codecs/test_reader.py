@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from eventkit.codecs import DecodeLimits, EnvelopeReader, WireEvent, build_payload_decoder
 from eventkit.envelope import EventEnvelope
 from eventkit.errors import (
+    ConfigurationError,
     InvalidEnvelopeError,
     OversizedRecordError,
     PoisonRecordError,
@@ -198,6 +199,15 @@ def test_event_id_longer_than_a_custom_limit_is_an_invalid_envelope() -> None:
     with pytest.raises(InvalidEnvelopeError, match="event_id"):
         reader.read(FakeRecord(value=body))
     assert reader.read(FakeRecord(value=msgspec.json.encode(envelope(event_id="12345678"))))
+
+
+@pytest.mark.parametrize(
+    "name", ["max_record_bytes", "max_header_count", "max_header_bytes", "max_event_id_length"]
+)
+def test_a_limit_that_is_not_positive_is_a_configuration_error_naming_it(name: str) -> None:
+    """Every bound must be positive; zero is refused at start-up, not read as "no bound"."""
+    with pytest.raises(ConfigurationError, match=f"DecodeLimits.{name} must be positive"):
+        DecodeLimits(**{name: 0})
 
 
 @pytest.mark.parametrize(
