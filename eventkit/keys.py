@@ -22,8 +22,14 @@ def event_key(namespace: str, event_type: str, identity: str) -> str:
     topic, a replay or a re-keyed producer delivers the same key. It is built without
     hashing, once per record; a store that keeps keys elsewhere stores ``storage_key(key)``.
     """
+    return key_prefix(namespace, event_type) + identity
+
+
+def key_prefix(namespace: str, event_type: str) -> str:
+    """What every key of ``event_type`` in ``namespace`` starts with (``event_key`` without
+    the identity), for callers that build many keys of one type."""
     # the type's length makes the split between type and identity unambiguous
-    return f"{namespace}{NAMESPACE_END}{len(event_type)}:{event_type}{identity}"
+    return f"{namespace}{NAMESPACE_END}{len(event_type)}:{event_type}"
 
 
 def storage_key(key: str) -> str:

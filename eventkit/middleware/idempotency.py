@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventkit.errors import LeaseLostError, StoreUnavailableError
-from eventkit.keys import event_key, payload_hash
+from eventkit.keys import key_prefix, payload_hash
 from eventkit.middleware.retry import stray_cancel
 from eventkit.outcomes import Outcome
 from eventkit.ports import ClaimRequest, ClaimStatus
@@ -81,16 +81,25 @@ class IdempotencyGuard:
         # claimed deliveries past their claim check (running, retrying, or being dead-lettered)
         # and when their lease was last renewed (monotonic seconds)
         self._running: dict[Delivery, float] = {}
+        # key prefixes by event type (routed types only: keys are made after routing)
+        self._prefixes: dict[str, str] = {}
         # observed seconds per handler call, to size chunks so they finish within the lease
         self._pace = 0.001
 
     def key_of(self, delivery: Delivery) -> str:
+        """The idempotency key of a decoded delivery (``keys.event_key``), made once."""
         key = delivery.idempotency_key
         if key is None:
             event = delivery.event
             assert event is not None, "keys are derived after decoding"
-            key = event_key(self._namespace, event.event_type, event.identity)
-            delivery.idempotency_key = key
+            # one prefix per event type, so a key is a concatenation
+            prefix = self._prefixes.get(event.event_type)
+            if prefix is None:
+                prefix = self._prefixes[event.event_type] = key_prefix(
+                    self._namespace, event.event_type
+                )
+            identity = event.event_id if event.specversion is None else event.identity
+            key = delivery.idempotency_key = prefix + identity
         return key
 
     def _chunk_size(self) -> int:
