@@ -7,7 +7,7 @@ infrastructure errors and an unwritable DLQ); retries and dead letters are one d
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from eventkit.errors import AttemptsExhaustedError, HandlerCancelledError, InfrastructureError
 from eventkit.middleware.deadletter import settle_failure
@@ -108,10 +108,18 @@ def retry(
     decide = _Policy(policy, clock, rng, dead_letters)
 
     def wrap(next_: Next) -> Next:
-        after_failure = _after_failure(decide, next_, ends_chain=False)
-        return _attempts(decide, after_failure, next_, ends_chain=False)
+        return _attempts(decide, next_, ends_chain=False)
 
     return wrap
+
+
+class AttemptLoop(Protocol):
+    """The attempt loop: with a delivery alone the whole step, with the error of a first
+    attempt its caller made, the rest of it."""
+
+    def __call__(
+        self, delivery: Delivery, error: Exception | None = None, /
+    ) -> Awaitable[Outcome]: ...
 
 
 class HandlerAttempts(NamedTuple):
@@ -138,9 +146,8 @@ def retry_handler(
     Used when nothing stands between the retry step and the handler (no timeout); the
     behaviour is that of ``retry`` around the handler, exactly.
     """
-    decide = _Policy(policy, clock, rng, dead_letters)
-    after_failure = _after_failure(decide, call, ends_chain=True)
-    return HandlerAttempts(_attempts(decide, after_failure, call, ends_chain=True), after_failure)
+    attempts = _attempts(_Policy(policy, clock, rng, dead_letters), call, ends_chain=True)
+    return HandlerAttempts(attempts, attempts)
 
 
 def stray_cancel() -> HandlerCancelledError:
@@ -152,50 +159,25 @@ def stray_cancel() -> HandlerCancelledError:
 
 
 def _attempts(
-    decide: _Policy,
-    after_failure: Callable[[Delivery, Exception], Awaitable[Outcome]],
-    call: Callable[[Delivery], Awaitable[Any]],
-    *,
-    ends_chain: bool,
-) -> Next:
-    """The attempt loop's first attempt, then ``after_failure``; ``call`` is the rest of the
-    chain, or the handler when it ``ends_chain`` (then an attempt that returns is
-    ``HANDLED``)."""
-    dead_letters = decide.dead_letters
-    handled = Outcome.HANDLED
-
-    async def run(delivery: Delivery) -> Outcome:
-        settled = decide.settled_before(delivery)
-        if settled is not None:
-            return await settle_failure(dead_letters, delivery, settled)
-        delivery.attempt += 1
-        try:
-            keeper = delivery.lease_keeper
-            if keeper is not None:
-                await keeper.starting(delivery)
-            result = await call(delivery)
-            return handled if ends_chain else result
-        except Exception as exc:
-            error: Exception = exc
-        except asyncio.CancelledError:
-            error = stray_cancel()
-        return await after_failure(delivery, error)
-
-    return run
-
-
-def _after_failure(
     decide: _Policy, call: Callable[[Delivery], Awaitable[Any]], *, ends_chain: bool
-) -> Callable[[Delivery, Exception], Awaitable[Outcome]]:
-    """The rest of the attempt loop once an attempt raised ``error``."""
+) -> AttemptLoop:
+    """The attempt loop; ``call`` is the rest of the chain, or the handler when it
+    ``ends_chain`` (then an attempt that returns is ``HANDLED``). Called with a delivery
+    alone it is the whole step; with the ``error`` of a first attempt its caller made, it
+    goes on from that failure."""
     dead_letters = decide.dead_letters
     handled = Outcome.HANDLED
 
-    async def after_failure(delivery: Delivery, error: Exception) -> Outcome:
+    async def attempts(delivery: Delivery, error: Exception | None = None) -> Outcome:
+        if error is None:
+            settled = decide.settled_before(delivery)
+            if settled is not None:
+                return await settle_failure(dead_letters, delivery, settled)
         while True:
-            if decide.gives_up(delivery, error):
-                return await settle_failure(dead_letters, delivery, error)
-            await decide.back_off(delivery)
+            if error is not None:
+                if decide.gives_up(delivery, error):
+                    return await settle_failure(dead_letters, delivery, error)
+                await decide.back_off(delivery)
             delivery.attempt += 1
             try:
                 keeper = delivery.lease_keeper
@@ -208,4 +190,4 @@ def _after_failure(
             except asyncio.CancelledError:
                 error = stray_cancel()
 
-    return after_failure
+    return attempts
