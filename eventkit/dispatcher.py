@@ -135,11 +135,12 @@ def entry(
 ) -> Next:
     """Where every record enters: route, decode, run the handler's chain, settle, count.
 
-    The common record takes the route table's one-call fast path. Routing and decoding run
-    here rather than as layers of their own (decoding needs the
-    route, the handler's payload type), and so does settling what escaped the handler's
-    chain (poison input, errors of user middlewares): a layer costs a coroutine per record.
-    A claim made ahead for a record that never reached its idempotency step is released.
+    Routing and decoding run here rather than as layers of their own (decoding needs the
+    route, the handler's payload type), the common record in one call (``RouteTable.fast``),
+    and so does settling what escaped the handler's chain (poison input, errors of user
+    middlewares): a layer costs a coroutine per record. Where the chain is only the retry
+    step around the handler, this step makes the first attempt itself. A claim made ahead
+    for a record that never reached its idempotency step is released.
     """
     fast = routes.fast
     resolve = routes.resolve
