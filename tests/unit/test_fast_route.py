@@ -161,6 +161,7 @@ PLACED_HEADER = ("event_type", b"order.placed")
 @example(Record(TOPIC, PLACED, (PLACED_HEADER,) * 7))  # header count
 @example(Record(TOPIC, body("order.placed", "e-1", OrderPlaced("o" * 600, 1)), (PLACED_HEADER,)))
 @example(Record(TOPIC, None, (PLACED_HEADER,)))  # a tombstone
+@example(Record(TOPIC, body("order.noted", "e-1", "no object"), (("event_type", b"order.noted"),)))
 @example(Record(TOPIC, PLACED[:-1] + b',"specversion":"1.0"}', (PLACED_HEADER,)))
 def test_fast_path_routes_a_record_as_resolve_does_or_declines_it(record: Record) -> None:
     """A record the fast path takes ends with the route, type, envelope and payload that
