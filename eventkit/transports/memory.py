@@ -24,6 +24,7 @@ from eventkit.transports.memory_group import ConsumerGroup
 from eventkit.transports.partitioner import default_partition, murmur2
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable, Mapping
 
     from eventkit.ports import Headers
@@ -96,6 +97,7 @@ class MemoryBroker:
         self._groups: dict[str, ConsumerGroup] = {}
         self._publish_faults: dict[str | None, _PublishFault] = {}
         self._failing_commits: set[str] = set()
+        self._held_publishes: dict[str | None, asyncio.Event] = {}
         self._member_ids = itertools.count(1)
 
     # -- topics ----------------------------------------------------------------------------
@@ -199,6 +201,14 @@ class MemoryBroker:
             raise ValueError(f"times must be at least 1, not {times}")
         else:
             self._publish_faults[topic] = _PublishFault(error, times)
+
+    def hold_publishes(self, topic: str | None, until: asyncio.Event | None) -> None:
+        """Make sends to ``topic`` (every topic if ``None``) wait until ``until`` is set, as
+        a slow broker would; ``until=None`` clears the hold for that ``topic`` key."""
+        if until is None:
+            self._held_publishes.pop(topic, None)
+        else:
+            self._held_publishes[topic] = until
 
     def fail_commits(self, group_id: str, enabled: bool) -> None:
         """While enabled, commits of ``group_id`` raise ``CommitFailedError`` and store nothing."""
@@ -307,4 +317,9 @@ class MemoryPublisher:
         if not self._running:
             state = "was stopped" if self._stopped else "is not started (await start() first)"
             raise PublisherNotStartedError(f"cannot send to {topic!r}: the publisher {state}")
+        held = self._broker._held_publishes
+        if held:
+            gate = held.get(topic) or held.get(None)
+            if gate is not None:
+                await gate.wait()
         self._broker._publish(topic, value, key, headers)

@@ -415,3 +415,46 @@ def partition_keys(partitions: int) -> list[str]:
         keys.setdefault(default_partition(f"k{candidate}".encode(), partitions), f"k{candidate}")
         candidate += 1
     return [keys[partition] for partition in range(partitions)]
+
+
+async def test_the_lease_is_kept_while_a_record_out_of_attempts_is_dead_lettered() -> None:
+    """A record whose attempts earlier deliveries spent is dead-lettered without running; a
+    dead letter that takes longer than a lease still ends DONE: the lease is renewed while
+    it is sent, so nothing is lost and the key is not left to run again."""
+    app = EventApp("slow-dlq", lease_seconds=30.0, retry=RetryPolicy(max_attempts=2))
+    calls = 0
+
+    @app.handler("ORDER_PLACED", topic="orders")
+    async def placed(event: OrderPlaced) -> None:
+        nonlocal calls
+        calls += 1
+
+    async with app.testing(partitions=1) as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", OrderPlaced(order_id="o", total=1))
+        key = key_of(app, "ORDER_PLACED", envelope.event_id)
+        for _ in range(2):  # two deliveries started the handler and died with their lease
+            [claim] = await bus.store.claim([ClaimRequest(key)], 1.0)
+            assert claim.token is not None
+            await bus.store.start(key, claim.token)
+            bus.clock.advance(2.0)
+        gate = asyncio.Event()
+        bus.broker.hold_publishes("orders.dlq", gate)
+        held_back: list[int] = []
+
+        async def open_after_three_leases() -> None:
+            await bus.clock.sleep(100.0)
+            held_back.append(len(bus.dead_letters("orders")))
+            gate.set()
+
+        opener = asyncio.create_task(open_after_three_leases())
+        await bus.run_until_idle()
+        await opener
+        guard = bus.app.dispatcher.guard
+        assert guard is not None
+        assert held_back == [0]  # the dead letter really took over three leases
+        assert calls == 0
+        assert len(bus.dead_letters("orders")) == 1
+        assert guard.counts.lease_lost == 0
+        [after] = await bus.store.claim([ClaimRequest(key)], 1.0)
+        assert after.status is ClaimStatus.DUPLICATE
+        assert after.outcome is Outcome.DEAD_LETTERED
