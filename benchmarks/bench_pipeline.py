@@ -152,7 +152,8 @@ async def run_floor(records: list[StoredRecord], *, store: bool) -> float:  # no
     (two passes with ``store``, to hash the raw payload); the ``event_id`` and type checks;
     the handler; offset tracking; an outcome count. With ``store``, lease-sized chunks of
     keys claimed in a dict, each start counted and each DONE written token-checked.
-    A reference for the budgets: no framework can do less and keep R4 and R9.
+    A reference for the budgets: no implementation with a per-record state object can do less
+    and keep R4 and R9.
     """
     one_pass = msgspec.json.Decoder(TypedWireEvent[ContentValidationRequested]).decode
     wire = msgspec.json.Decoder(WireEvent).decode
