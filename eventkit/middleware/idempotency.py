@@ -202,62 +202,68 @@ class IdempotencyGuard:
         store = self.store
         running = self._running
 
-        def wrap(next_: Next) -> Next:
-            async def run(delivery: Delivery) -> Outcome:  # noqa: PLR0912
-                if delivery.unrecorded is not None:
+        def wrap(next_: Next) -> Next:  # noqa: PLR0915
+            async def run(delivery: Delivery) -> Outcome:  # noqa: PLR0912, PLR0915
+                outcome = delivery.unrecorded
+                if outcome is not None:
                     # the handler finished before; only its DONE mark is left to write
-                    return await self._record(delivery, delivery.unrecorded, ttl)
-                claim = delivery.claim
-                if claim is None:
-                    await self.claim_ahead(delivery)
                     claim = delivery.claim
-                    assert claim is not None
-                if claim.status is not _CLAIMED:
-                    settled = await self._not_claimed(delivery, claim)
-                    if settled is not None:
-                        return settled
+                    assert claim is not None, "only a claimed delivery is recorded"
+                    key = self.key_of(delivery)
+                    token = claim.token
+                    assert token is not None, "a claim that was granted has a token"
+                else:
                     claim = delivery.claim
-                    assert claim is not None
-                counts.claimed += 1
-                key = delivery.idempotency_key or self.key_of(delivery)
-                token = claim.token
-                assert token is not None, "a claim that was granted has a token"
-                # attempts count across deliveries: a crash loop runs out of them too
-                delivery.attempt = claim.attempts
-                delivery.lease_keeper = self
-                started = monotonic()
-                # from now on the lease keeper renews the lease while the handler runs
-                running[delivery] = started
-                try:
-                    if (
-                        direct is not None
-                        and delivery.verdict is None
-                        and delivery.attempt < direct.max_attempts
-                    ):
-                        delivery.attempt += 1
-                        error: Exception | None = None
-                        try:
-                            await store.start(key, token)
-                            await direct.call(delivery)
-                        except Exception as exc:
-                            error = exc
-                        except asyncio.CancelledError:
-                            error = stray_cancel()
-                        # retried outside the except block: the next attempt sees no exception
-                        if error is None:
-                            outcome = _HANDLED
+                    if claim is None:
+                        await self.claim_ahead(delivery)
+                        claim = delivery.claim
+                        assert claim is not None
+                    if claim.status is not _CLAIMED:
+                        settled = await self._not_claimed(delivery, claim)
+                        if settled is not None:
+                            return settled
+                        claim = delivery.claim
+                        assert claim is not None
+                    counts.claimed += 1
+                    key = delivery.idempotency_key or self.key_of(delivery)
+                    token = claim.token
+                    assert token is not None, "a claim that was granted has a token"
+                    # attempts count across deliveries: a crash loop runs out of them too
+                    delivery.attempt = claim.attempts
+                    delivery.lease_keeper = self
+                    started = monotonic()
+                    # from now on the lease keeper renews the lease while the handler runs
+                    running[delivery] = started
+                    try:
+                        if (
+                            direct is not None
+                            and delivery.verdict is None
+                            and delivery.attempt < direct.max_attempts
+                        ):
+                            delivery.attempt += 1
+                            error: Exception | None = None
+                            try:
+                                await store.start(key, token)
+                                await direct.call(delivery)
+                            except Exception as exc:
+                                error = exc
+                            except asyncio.CancelledError:
+                                error = stray_cancel()
+                            # retried outside the except block: the next attempt sees no exception
+                            if error is None:
+                                outcome = _HANDLED
+                            else:
+                                outcome = await direct.after_failure(delivery, error)
                         else:
-                            outcome = await direct.after_failure(delivery, error)
-                    else:
-                        outcome = await next_(delivery)
-                except BaseException:
-                    await self._give_up(delivery)
-                    raise
-                self._pace = 0.9 * self._pace + 0.1 * max(monotonic() - started, 1e-6)
-                if outcome is not _HANDLED and outcome is not _DEAD_LETTERED:
-                    await self._give_up(delivery)
-                    return outcome
-                # written here rather than by ``_record``: a coroutine less per record
+                            outcome = await next_(delivery)
+                    except BaseException:
+                        await self._give_up(delivery)
+                        raise
+                    self._pace = 0.9 * self._pace + 0.1 * max(monotonic() - started, 1e-6)
+                    if outcome is not _HANDLED and outcome is not _DEAD_LETTERED:
+                        await self._give_up(delivery)
+                        return outcome
+                # DONE, token-checked; never by the handler
                 event = delivery.event
                 digest = payload_hash(event.data) if event is not None else ""
                 delivery.unrecorded = outcome
@@ -297,23 +303,6 @@ class IdempotencyGuard:
             delivery.retry_after = claim.retry_after
             return _DEFERRED
         return None
-
-    async def _record(self, delivery: Delivery, outcome: Outcome, ttl: float) -> Outcome:
-        """Mark the key done with ``outcome``, token-checked; keep trying while the store is
-        down, without running the handler again."""
-        claim = delivery.claim
-        assert claim is not None, "only a claimed delivery is recorded"
-        assert claim.token is not None, "a claim that was granted has a token"
-        key = self.key_of(delivery)
-        event = delivery.event
-        digest = payload_hash(event.data) if event is not None else ""
-        delivery.unrecorded = outcome
-        # StoreUnavailableError propagates: the record is deferred and comes back here
-        if not await self.store.complete(key, claim.token, outcome, digest, ttl):
-            # the lease ran out under us: the effect happened, the mark did not (counted)
-            self.counts.lease_lost += 1
-        self._recorded(delivery, key)
-        return outcome
 
     def _recorded(self, delivery: Delivery, key: str) -> None:
         """Forget a delivery whose DONE mark was written (or refused as lost); ``_let_go``
