@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import pydantic
 import pytest
 
 from eventkit import (
@@ -18,34 +16,13 @@ from eventkit import (
     PublisherNotStartedError,
 )
 from eventkit.transports.memory import MemoryBroker, StoredRecord
+from tests.unit.payloads import OrderData, OrderModel, OrderStruct
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 TOPIC = "orders"
 SERVICE = "orders-svc"
-
-
-class OrderModel(pydantic.BaseModel):
-    """A pydantic payload."""
-
-    order_id: str
-    total: float
-
-
-class OrderStruct(msgspec.Struct):
-    """A msgspec payload."""
-
-    order_id: str
-    total: float
-
-
-@dataclass(frozen=True)
-class OrderData:
-    """A dataclass payload."""
-
-    order_id: str
-    total: float
 
 
 @pytest.fixture

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import pydantic
 import pytest
 
 from eventkit.codecs import build_payload_decoder
 from eventkit.errors import ConfigurationError, InvalidPayloadError, UndecodableRecordError
+from tests.unit.payloads import OrderData, OrderModel, OrderStruct
 
 DEPTH = 100_000
 DEEP_ARRAY = b"[" * DEPTH + b"]" * DEPTH
 DEEP_OBJECT = b'{"x":' * DEPTH + b"1" + b"}" * DEPTH
 ORDER_JSON = b'{"order_id": "o-1", "total": 12.5}'
-
-
-class OrderModel(pydantic.BaseModel):
-    """A pydantic payload."""
-
-    order_id: str
-    total: float
-
-
-class OrderStruct(msgspec.Struct):
-    """A msgspec payload."""
-
-    order_id: str
-    total: float
-
-
-@dataclass(frozen=True)
-class OrderData:
-    """A dataclass payload."""
-
-    order_id: str
-    total: float
 
 
 class PlainOrder:
