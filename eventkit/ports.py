@@ -76,6 +76,15 @@ class Consumer(Protocol):
     async def committed(self, partition: TopicPartition) -> int | None: ...
 
 
+class OutgoingRecord(NamedTuple):
+    """One raw record to send with ``Publisher.send_many``."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = ()
+
+
 class Publisher(Protocol):
     """Sends raw records and returns once the broker acknowledged them.
 
@@ -88,6 +97,19 @@ class Publisher(Protocol):
     async def send(
         self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
     ) -> None: ...
+    async def send_many(self, records: Sequence[OutgoingRecord]) -> None:
+        """Send all of ``records`` (pipelined where the transport can); return once all are
+        acknowledged, or raise ``PublishError`` once all settled and any failed."""
+        ...
+
+
+class TopicAdmin(Protocol):
+    """The start-up check of a transport's topics (R1)."""
+
+    async def ensure_topics(self, topics: Collection[str]) -> None:
+        """Return once every topic exists (created first if the transport is allowed to);
+        raise ``ConfigurationError`` naming the missing ones otherwise."""
+        ...
 
 
 class ClaimStatus(enum.Enum):

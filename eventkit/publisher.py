@@ -10,6 +10,7 @@ import pydantic
 
 from eventkit.envelope import EventEnvelope
 from eventkit.errors import ConfigurationError
+from eventkit.ports import OutgoingRecord
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -125,6 +126,34 @@ class EventPublisher:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> EventEnvelope[Any]:
         """Publish one event (a payload, or a ready ``EventEnvelope``) and return its envelope."""
+        envelope, record = self.record(
+            topic,
+            event_type,
+            payload,
+            key=key,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            metadata=metadata,
+            headers=headers,
+        )
+        await self._transport.send(
+            record.topic, record.value, key=record.key, headers=record.headers
+        )
+        return envelope
+
+    def record(
+        self,
+        topic: str,
+        event_type: str,
+        payload: Any,
+        *,
+        key: bytes | str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> tuple[EventEnvelope[Any], OutgoingRecord]:
+        """The envelope and the raw record ``publish`` would send."""
         envelope = self.build(
             event_type,
             payload,
@@ -134,17 +163,23 @@ class EventPublisher:
         )
         # the header always repeats the body: an envelope sent as-is keeps its own causation
         causation = envelope.metadata_str("causation_id")
-        await self._transport.send(
+        record = OutgoingRecord(
             topic,
             encode_envelope(envelope),
-            key=key.encode() if isinstance(key, str) else key,
-            headers=[*envelope_headers(envelope, causation), *headers],
+            key.encode() if isinstance(key, str) else key,
+            [*envelope_headers(envelope, causation), *headers],
         )
-        return envelope
+        return envelope, record
 
     async def publish_many(self, events: Sequence[OutgoingEvent]) -> list[EventEnvelope[Any]]:
-        """Publish several events in order; each is acknowledged before the call returns."""
-        return [
-            await self.publish(event.topic, event.event_type, event.payload, key=event.key)
+        """Publish several events as one pipelined batch; return once all are acknowledged.
+
+        Events for one partition keep the given order. If any is not acknowledged the call
+        raises ``PublishError`` (others of the batch may have been delivered).
+        """
+        built = [
+            self.record(event.topic, event.event_type, event.payload, key=event.key)
             for event in events
         ]
+        await self._transport.send_many([record for _, record in built])
+        return [envelope for envelope, _ in built]

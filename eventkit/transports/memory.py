@@ -17,7 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eventkit.errors import CommitFailedError, PublisherNotStartedError, PublishError
+from eventkit.errors import (
+    CommitFailedError,
+    ConfigurationError,
+    PublisherNotStartedError,
+    PublishError,
+)
 from eventkit.ports import TopicPartition
 from eventkit.transports.memory_consumer import ConsumerCrashedError, MemoryConsumer
 from eventkit.transports.memory_group import ConsumerGroup
@@ -25,9 +30,9 @@ from eventkit.transports.partitioner import default_partition, murmur2
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
-    from eventkit.ports import Headers
+    from eventkit.ports import Headers, OutgoingRecord
 
 __all__ = [
     "ConsumerCrashedError",
@@ -115,6 +120,14 @@ class MemoryBroker:
         self._logs[name] = tuple([] for _ in range(count))
         for group in self._groups.values():
             group.topic_created(name)
+
+    async def ensure_topics(self, topics: Collection[str]) -> None:
+        """The ``TopicAdmin`` check: create missing topics if auto-creating, else raise."""
+        missing = sorted(set(topics) - set(self._logs))
+        if missing and not self.auto_create_topics:
+            raise ConfigurationError(f"topics {missing} do not exist on the in-memory broker")
+        for topic in missing:
+            self.create_topic(topic)
 
     def topics(self) -> tuple[str, ...]:
         """The existing topics, sorted."""
@@ -323,3 +336,15 @@ class MemoryPublisher:
             if gate is not None:
                 await gate.wait()
         self._broker._publish(topic, value, key, headers)
+
+    async def send_many(self, records: Sequence[OutgoingRecord]) -> None:
+        failures: list[PublishError] = []
+        for record in records:
+            try:
+                await self.send(record.topic, record.value, key=record.key, headers=record.headers)
+            except PublishError as exc:
+                failures.append(exc)
+        if failures:
+            raise PublishError(
+                f"{len(failures)} of {len(records)} records were not acknowledged: {failures[0]}"
+            ) from failures[0]

@@ -1,8 +1,8 @@
 """The transport contract: every adapter of ``Consumer`` and ``Publisher`` must pass it unchanged.
 
-Written once against the ports. ``transport`` yields a harness per adapter (only the in-memory
-broker today; the aiokafka transport against a real broker joins ``TRANSPORTS`` later), so the
-tests speak to ``Consumer``/``Publisher`` and to the harness, never to adapter internals.
+Written once against the ports. ``transport`` yields a harness per adapter (the in-memory
+broker, and the aiokafka transport against the real test broker), so the tests speak to
+``Consumer``/``Publisher`` and to the harness, never to adapter internals.
 Every test uses its own topics and groups. Listener calls with an empty revoke are ignored
 (aiokafka makes one on the first join; other clients do not).
 """
@@ -19,7 +19,10 @@ import pytest
 
 from eventkit.errors import CommitFailedError, PublisherNotStartedError
 from eventkit.ports import TopicPartition
+from eventkit.transports.kafka import KafkaConsumer
+from eventkit.transports.kafka_publisher import KafkaPublisher
 from eventkit.transports.memory import MemoryBroker
+from tests.brokers import client_settings, create_topic, read_topic
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -104,16 +107,48 @@ async def poll_condition(
         await asyncio.sleep(0.002)  # the condition wait's own tick, not a wait for an event
 
 
+class KafkaHarness:
+    """The aiokafka transport against the real test broker; ground truth read by fetching."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.settings = client_settings(bootstrap)
+        self.publisher = KafkaPublisher(self.settings)
+
+    async def create_topic(self, name: str, partitions: int) -> None:
+        await create_topic(self.bootstrap, name, partitions)
+
+    def new_publisher(self) -> Publisher:
+        return KafkaPublisher(self.settings)
+
+    def new_consumer(self, group_id: str) -> Consumer:
+        return KafkaConsumer(self.settings, group_id)
+
+    async def read_back(self, topic: str) -> list[Record]:
+        return list(await read_topic(self.bootstrap, topic))
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = WAIT,  # noqa: ASYNC109 - a deadline for a predicate, not for an await
+    ) -> None:
+        await poll_condition(predicate, timeout)
+
+
 #: The transports every contract test runs against.
-TRANSPORTS = ("memory",)
+TRANSPORTS = ("memory", "kafka")
 
 
 @pytest.fixture(params=TRANSPORTS)
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[TransportHarness]:
     """A harness for each transport, with its publisher started."""
-    if request.param != "memory":
+    harness: MemoryHarness | KafkaHarness
+    if request.param == "memory":
+        harness = MemoryHarness()
+    elif request.param == "kafka":
+        harness = KafkaHarness(request.getfixturevalue("kafka_bootstrap"))
+    else:
         raise AssertionError(f"no harness for transport {request.param!r}")
-    harness = MemoryHarness()
     await harness.publisher.start()
     yield harness
     await harness.publisher.stop()
