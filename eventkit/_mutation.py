@@ -20,6 +20,9 @@ KNOWN_BUGS = {
     "busy_as_duplicate": "the store answers DUPLICATE where another live lease holds the key",
     "complete_without_token_check": "complete marks a key done whatever the token",
     "commit_last_finished": "the offset tracker commits past the last finished record",
+    "bare_commit": "the worker commits everything fetched, as a bare commit() does",
+    "commit_before_finish": "a lane marks a record finished before its handler ran",
+    "drop_on_pause": "a lane pausing for backpressure drops the records it has no room for",
 }
 
 _active: set[str] = {

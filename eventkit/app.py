@@ -15,7 +15,8 @@ from eventkit.errors import ConfigurationError, PublisherNotStartedError
 from eventkit.middleware.route import UnknownEventPolicy
 from eventkit.publisher import EventPublisher
 from eventkit.retry import RetryPolicy
-from eventkit.routing import HandlerSpec, Router, parse_enum
+from eventkit.routing import HandlerSpec, Ordering, Router, parse_enum
+from eventkit.transports.url import Transport, connect
 from eventkit.worker import Worker, WorkerConfig
 
 if TYPE_CHECKING:
@@ -131,6 +132,31 @@ class EventApp(Router):
             raise ConfigurationError(
                 f"idempotency_ttls names event types no handler is registered for: {unknown}"
             )
+        self.key_ordered_topics()
+
+    def key_ordered_topics(self) -> frozenset[str]:
+        """Topics whose partitions run key-ordered: every handler there says ``ordering="key"``.
+
+        Lanes are per partition and ordering is per handler, so a topic mixing both orderings
+        has no consistent lane: ``ConfigurationError`` naming the topic and its handlers.
+        """
+        keyed: set[str] = set()
+        for topic, handlers in self.routes().items():
+            orderings = {
+                name: spec.options.ordering or Ordering.PARTITION
+                for name, spec in sorted((spec.name, spec) for spec in handlers.values())
+            }
+            if len(set(orderings.values())) > 1:
+                listed = ", ".join(
+                    f"{name} ({ordering.value})" for name, ordering in orderings.items()
+                )
+                raise ConfigurationError(
+                    f"topic {topic!r} mixes handler orderings; all handlers of a topic must "
+                    f'say ordering="key", or none: {listed}'
+                )
+            if Ordering.KEY in orderings.values():
+                keyed.add(topic)
+        return frozenset(keyed)
 
     def dead_letter_topics(self) -> frozenset[str]:
         return frozenset(self.dead_letter_topic(topic) for topic in self.topics())
@@ -166,20 +192,33 @@ class EventApp(Router):
 
     async def start(
         self,
+        transport: Transport | str | None = None,
         *,
-        consumer: Consumer,
-        publisher: Publisher,
         store: IdempotencyStore | None,
+        consumer: Consumer | None = None,
+        publisher: Publisher | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         observers: Sequence[RecordObserver] = (),
     ) -> None:
         """Start publishing and consuming inside the running event loop; signals untouched.
 
-        ``store`` may be ``None`` only when no handler is idempotent.
+        ``transport`` is a URL (``kafka://HOST:PORT``, ``memory://NAME``; see
+        ``eventkit.transports.connect``) or a ``Transport``; its topic check runs first, so
+        a missing source or dead-letter topic fails here. Alternatively pass ``consumer`` and
+        ``publisher`` directly (no topic check). ``store`` may be ``None`` only when no
+        handler is idempotent.
         """
         if self._running is not None:
             raise ConfigurationError(f"app {self.service!r} is running already")
+        if isinstance(transport, str):
+            transport = connect(transport, group_id=self.group_id)
+        if transport is not None:
+            if consumer is not None or publisher is not None:
+                raise ConfigurationError("pass a transport or a consumer and publisher, not both")
+            consumer, publisher = transport.consumer, transport.publisher
+        if consumer is None or publisher is None:
+            raise ConfigurationError("start() needs a transport, or a consumer and a publisher")
         if store is None and any(self.policies.idempotent(spec) for spec in self):
             raise ConfigurationError(
                 "idempotency is on but no idempotency store was given; pass one, or turn "
@@ -189,6 +228,8 @@ class EventApp(Router):
         dispatcher = self.build(
             publisher=publisher, store=store, clock=clock, rng=rng, observers=observers
         )
+        if transport is not None:
+            await transport.admin.ensure_topics(self.topics() | self.dead_letter_topics())
         await publisher.start()
         guard = dispatcher.guard
         worker = Worker(
@@ -199,6 +240,7 @@ class EventApp(Router):
             clock=clock,
             release_unstarted=guard.release_unstarted if guard is not None else None,
             background=[guard.keep_leases] if guard is not None else [],
+            key_ordered_topics=self.key_ordered_topics(),
         )
         try:
             await worker.start()

@@ -20,9 +20,11 @@ class PartitionOffsets:
     none is unfinished: committing it never passes a record that is not final.
     """
 
-    __slots__ = ("_finished_out_of_order", "_last_finished", "_next", "_unfinished")
+    __slots__ = ("_finished_out_of_order", "_last_finished", "_next", "_unfinished", "first")
 
     def __init__(self) -> None:
+        #: the first offset tracked: where this owner started reading the partition
+        self.first: int | None = None
         self._unfinished: deque[int] = deque()
         self._finished_out_of_order: set[int] = set()
         self._next: int | None = None
@@ -32,6 +34,8 @@ class PartitionOffsets:
         """Record a fetched offset; offsets must arrive in increasing order."""
         if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} tracked after {self._next - 1}")
+        if self.first is None:
+            self.first = offset
         self._unfinished.append(offset)
         self._next = offset + 1
 
@@ -44,6 +48,8 @@ class PartitionOffsets:
             map(operator.lt, offsets, offsets[1:])
         ):
             raise ValueError(f"offsets must increase past {self._next}: {offsets[:10]}...")
+        if self.first is None:
+            self.first = offsets[0]
         self._unfinished.extend(offsets)
         self._next = offsets[-1] + 1
 
@@ -67,6 +73,11 @@ class PartitionOffsets:
             return self._last_finished + 1
         if self._unfinished:
             return self._unfinished[0]
+        return self._next
+
+    @property
+    def fetched_end(self) -> int | None:
+        """The last tracked offset + 1, finished or not."""
         return self._next
 
     @property

@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from eventkit._crashpoints import crash_point
+from eventkit._mutation import is_planted
 from eventkit.errors import CommitFailedError
 
 if TYPE_CHECKING:
@@ -83,11 +85,18 @@ class Committer:
             await asyncio.wait([task], timeout=self._config.commit_timeout)
 
     def pending(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
-        """Positions that are ahead of what was committed for ``partitions``."""
+        """Positions that moved over finished records and past what was committed."""
         pending: dict[TopicPartition, int] = {}
+        bare_commit = is_planted("bare_commit")
         for tp in partitions:
-            position = self._offsets.partition(tp).position
-            if position is not None and position > self.committed.get(tp, -1):
+            offsets = self._offsets.partition(tp)
+            position = offsets.fetched_end if bare_commit else offsets.position
+            # the position this owner started at carries no finished work: nothing to commit
+            if (
+                position is not None
+                and position != offsets.first
+                and position > self.committed.get(tp, -1)
+            ):
                 pending[tp] = position
         return pending
 
@@ -99,6 +108,7 @@ class Committer:
         if not offsets:
             return
         epochs = {tp: self._owner_epoch(tp) for tp in offsets}
+        crash_point("before_commit")
         try:
             await asyncio.wait_for(self._consumer.commit(offsets), self._config.commit_timeout)
         except TimeoutError:

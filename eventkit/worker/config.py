@@ -14,7 +14,9 @@ class WorkerConfig:
     ``max_buffered`` records per partition are held before the partition is paused (the
     fetch loop keeps polling); it resumes below half of that. Commits happen every
     ``commit_interval`` seconds or ``commit_every`` finished records, whichever comes first,
-    one at a time, each bounded by ``commit_timeout``.
+    one at a time, each bounded by ``commit_timeout``. At most ``max_in_flight`` records run
+    at once over all partitions; a key-ordered partition runs up to ``key_concurrency``
+    records (of different keys) at once.
     """
 
     poll_timeout: float = 0.2
@@ -27,6 +29,8 @@ class WorkerConfig:
     revoke_drain_timeout: float = 10.0
     defer_base_delay: float = 0.5
     defer_max_delay: float = 30.0
+    max_in_flight: int = 256
+    key_concurrency: int = 16
 
     def __post_init__(self) -> None:
         for name in (
@@ -40,7 +44,13 @@ class WorkerConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"WorkerConfig.{name} must be positive")
-        for name in ("max_records", "max_buffered", "commit_every"):
+        for name in (
+            "max_records",
+            "max_buffered",
+            "commit_every",
+            "max_in_flight",
+            "key_concurrency",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"WorkerConfig.{name} must be at least 1")
 

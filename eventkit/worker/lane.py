@@ -1,4 +1,5 @@
-"""``Lane``: the task that runs one partition's records in order."""
+"""``Lane``: the task that runs one partition's records in order; ``PartitionLane``: what the
+worker asks of any lane (this one, or ``KeyedLane`` for key-ordered partitions)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from eventkit.delivery import Delivery
 from eventkit.outcomes import Outcome
+from eventkit.worker.inflight import InFlightLimit
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -29,6 +31,56 @@ class LaneOwner(Protocol):
     def want_pause(self, tp: TopicPartition, reason: str, paused: bool) -> None: ...
 
 
+class PartitionLane(Protocol):
+    """What the worker asks of the lane of one owned partition, whatever its ordering.
+
+    Every fetched record is, at any await point, in exactly one of three places: queued
+    (``take_unstarted`` hands it back), started and not final (``in_flight``), or finished in
+    the partition's ``PartitionOffsets``. Moving between them never awaits.
+    """
+
+    tp: TopicPartition
+    epoch: int
+
+    def start(self) -> None:
+        """Create the lane's tasks (``tasks`` names them afterwards)."""
+        ...
+
+    def enqueue(self, records: Iterable[Record]) -> None:
+        """Queue fetched records and track their offsets; pause when the buffer is full."""
+        ...
+
+    def upcoming(self, limit: int) -> Iterator[Delivery]:
+        """Up to ``limit`` queued deliveries, not started, in the order they will start."""
+        ...
+
+    @property
+    def queued(self) -> int: ...
+
+    @property
+    def busy(self) -> bool:
+        """Whether a record is running or waiting to run again."""
+        ...
+
+    def take_unstarted(self) -> list[Delivery]:
+        """Remove and return every queued delivery, in offset order."""
+        ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None:
+        """Start no further record; a record that only waits (back-off, defer) is cancelled."""
+        ...
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The lane's tasks; each ends on its own once the lane is closed and idle."""
+        ...
+
+    def in_flight(self) -> list[Delivery]:
+        """Deliveries started and not final (after a drain: the ones that were cut off)."""
+        ...
+
+
 class Progress:
     """Records finished over all lanes; lanes bump it without a call per record."""
 
@@ -44,7 +96,8 @@ class Lane:
     Every step of a record runs in this task, so context variables set by a middleware are
     seen by the handler. A ``DEFERRED`` record stays at the head: the partition pauses, the
     lane waits (on the clock, interruptibly) and runs the record again; nothing behind it
-    starts meanwhile, so the committed position never passes it.
+    starts meanwhile, so the committed position never passes it. A record holds one slot of
+    the worker's ``InFlightLimit`` from its start to its final outcome.
     """
 
     def __init__(
@@ -58,6 +111,7 @@ class Lane:
         progress: Progress,
         clock: Clock,
         config: WorkerConfig,
+        limit: InFlightLimit | None = None,
     ) -> None:
         self.tp = tp
         self.epoch = epoch
@@ -67,9 +121,12 @@ class Lane:
         self._progress = progress
         self._clock = clock
         self._config = config
+        # shared by every lane of a worker; a lane of its own (benchmarks, tests) gets one
+        self._limit = limit if limit is not None else InFlightLimit(config.max_in_flight)
         self._queue: deque[Delivery] = deque()
         self._ready = asyncio.Event()
         self._closing = False
+        self._wants_slot = False
         self.current: Delivery | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -110,12 +167,20 @@ class Lane:
         """Whether the lane was told to start no further record (a method: awaits change it)."""
         return self._closing
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [self.task] if self.task is not None else []
+
+    def in_flight(self) -> list[Delivery]:
+        return [self.current] if self.current is not None else []
+
     def close(self) -> None:
         """Start no further record; a record that only waits (back-off, defer) is cancelled."""
         self._closing = True
         self._ready.set()
         current = self.current
         if current is None:
+            if self._wants_slot and self.task is not None:
+                self.task.cancel()  # it holds no record, only waits for a worker-wide slot
             return
         current.closing = True
         if current.waiting and self.task is not None:
@@ -127,26 +192,64 @@ class Lane:
         finish = self._offsets.finish
         owner = self._owner
         progress = self._progress
+        limit = self._limit
+        waiters = limit.waiters
         resume_at = self._config.max_buffered // 2
-        while True:
-            if not queue:
+        # the slot is kept over records run back to back (nothing awaits between them), so
+        # the hot path pays for it once per run of records, not per record
+        holding = False
+        try:
+            while True:
+                if not queue:
+                    if holding:
+                        holding = False
+                        limit.release()  # idle: the slot is free for other lanes
+                    if self._closing:
+                        return
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
                 if self._closing:
                     return
-                self._ready.clear()
-                await self._ready.wait()
-                continue
-            if self._closing:
-                return
-            delivery = queue.popleft()
-            self.current = delivery
-            outcome = await dispatch(delivery)
-            if outcome is _DEFERRED and not await self._retry_deferred(delivery):
-                return  # closing: the record stays unfinished for the next owner
-            finish(delivery.record.offset)
-            self.current = None
-            progress.finished += 1
-            if len(queue) == resume_at:
-                owner.want_pause(self.tp, "backpressure", False)
+                if not holding:
+                    # the slot comes before the record, so a started record never waits
+                    if not await self._take_slot():
+                        return
+                    holding = True
+                delivery = queue.popleft()
+                self.current = delivery
+                outcome = await dispatch(delivery)
+                if outcome is _DEFERRED and not await self._retry_deferred(delivery):
+                    return  # closing: the record stays unfinished for the next owner
+                finish(delivery.record.offset)
+                self.current = None
+                progress.finished += 1
+                if waiters:
+                    holding = False
+                    limit.release()  # other lanes wait for a slot: take turns
+                if len(queue) == resume_at:
+                    owner.want_pause(self.tp, "backpressure", False)
+        finally:
+            # also when cancelled mid-record: a leaked slot would shrink the cap for good
+            if holding:
+                limit.release()
+
+    async def _take_slot(self) -> bool:
+        """Take a worker-wide slot, waiting if the cap is reached; ``False``, holding none, if
+        the lane closed meanwhile."""
+        limit = self._limit
+        if limit.running < limit.cap:
+            limit.running += 1
+            return True
+        self._wants_slot = True
+        try:
+            await self._limit.wait()
+        finally:
+            self._wants_slot = False
+        if self._closing:
+            self._limit.release()
+            return False
+        return True
 
     async def _retry_deferred(self, delivery: Delivery) -> bool:
         """Hold the partition on a deferred record until it is final; ``False`` if closing."""

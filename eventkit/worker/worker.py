@@ -8,14 +8,20 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from eventkit._crashpoints import crash_point
+from eventkit._mutation import is_planted
 from eventkit.offsets import OffsetTracker
 from eventkit.worker.commits import Committer
-from eventkit.worker.lane import Lane, Progress
+from eventkit.worker.inflight import InFlightLimit
+from eventkit.worker.keyed_lane import KeyedLane
+from eventkit.worker.lane import Lane, PartitionLane, Progress
 
 if TYPE_CHECKING:
     from eventkit.delivery import Delivery
+    from eventkit.offsets import PartitionOffsets
+    from eventkit.outcomes import Outcome
     from eventkit.pipeline import Next
-    from eventkit.ports import Clock, Consumer, TopicPartition
+    from eventkit.ports import Clock, Consumer, Record, TopicPartition
     from eventkit.worker.config import WorkerConfig
 
 logger = logging.getLogger("eventkit.worker")
@@ -24,7 +30,11 @@ ReleaseUnstarted = Callable[[Iterable["Delivery"]], Awaitable[None]]
 
 
 class Worker:
-    """Consumes with one never-blocking fetch task and one lane task per owned partition.
+    """Consumes with one never-blocking fetch task and one lane per owned partition.
+
+    A partition of a topic in ``key_ordered_topics`` gets a ``KeyedLane`` (the same key in
+    order, different keys at once), any other a sequential ``Lane``; over all lanes at most
+    ``config.max_in_flight`` records run at once.
 
     - The fetch task only polls, queues records into lanes and starts commits; backpressure
       and deferred records pause partitions, so polling never stops (R2).
@@ -46,17 +56,20 @@ class Worker:
         clock: Clock,
         release_unstarted: ReleaseUnstarted | None = None,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+        key_ordered_topics: Collection[str] = frozenset(),
     ) -> None:
         self._consumer = consumer
         self._dispatch = dispatch
         self._topics = frozenset(topics)
+        self._key_ordered = frozenset(key_ordered_topics)
+        self._limit = InFlightLimit(config.max_in_flight)
         self._config = config
         self._clock = clock
         self._release_unstarted = release_unstarted
         self._background = tuple(background)
         self._background_tasks: list[asyncio.Task[None]] = []
         self._offsets = OffsetTracker()
-        self._lanes: dict[TopicPartition, Lane] = {}
+        self._lanes: dict[TopicPartition, PartitionLane] = {}
         self._pause_reasons: dict[TopicPartition, set[str]] = {}
         self._epoch = 0
         self._fetch_task: asyncio.Task[None] | None = None
@@ -112,7 +125,7 @@ class Worker:
     async def abort(self) -> None:
         """Stop at once: no drain and no commit (a second signal, or a simulated crash)."""
         self._stopping = True
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        tasks = [task for lane in self._lanes.values() for task in lane.tasks()]
         if self._fetch_task is not None:
             tasks.append(self._fetch_task)
         tasks.extend(self.committer.in_flight())
@@ -152,11 +165,16 @@ class Worker:
         """Whether any lane has a record queued or running."""
         return any(lane.busy or lane.queued for lane in self._lanes.values())
 
+    def in_flight(self) -> int:
+        """Records started and not final, over all lanes (at most ``max_in_flight``)."""
+        return self._limit.running
+
     # -- the fetch loop -------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
         consumer = self._consumer
         config = self._config
+        drop_on_pause = is_planted("drop_on_pause")
         while not self._stopping:
             batches = await consumer.getmany(config.poll_timeout, config.max_records)
             for tp, records in batches.items():
@@ -164,7 +182,10 @@ class Worker:
                 if lane is None:
                     # a record is never dropped: this means ownership moved under us
                     raise RuntimeError(f"records fetched for {tp} which has no lane")
-                lane.enqueue(records)
+                if drop_on_pause:
+                    _planted_drop(records, lane, self._offsets.partition(tp), config)
+                else:
+                    lane.enqueue(records)
             self.committer.maybe_commit(self._lanes.keys())
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -173,8 +194,8 @@ class Worker:
             return
         self._fail(task.exception() or RuntimeError(f"{task.get_name()} ended unexpectedly"))
 
-    def _lane_done(self, lane: Lane, task: asyncio.Task[None]) -> None:
-        # lanes end normally when closed and are cancelled after a drain deadline
+    def _lane_done(self, lane: PartitionLane, task: asyncio.Task[None]) -> None:
+        # lane tasks end normally when closed and are cancelled after a drain deadline
         if task.cancelled():
             if not lane.is_closing() and not self._stopping:
                 self._fail(RuntimeError(f"the lane of {lane.tp} was cancelled"))
@@ -212,6 +233,8 @@ class Worker:
         owned = [tp for tp in revoked if tp in self._lanes]
         if not owned:
             return
+        if any(self._lanes[tp].in_flight() for tp in owned):
+            crash_point("revoke_drain")
         try:
             await self._drain(owned, self._config.revoke_drain_timeout)
             await self.committer.wait_in_flight()
@@ -224,8 +247,9 @@ class Worker:
             # whatever happened, these partitions are no longer ours
             for tp in owned:
                 lane = self._lanes.pop(tp, None)
-                if lane is not None and lane.task is not None:
-                    lane.task.cancel()
+                if lane is not None:
+                    for task in lane.tasks():
+                        task.cancel()
                 self._offsets.drop(tp)
                 self.committer.forget(tp)
                 self._pause_reasons.pop(tp, None)
@@ -236,20 +260,22 @@ class Worker:
             self._epoch += 1
             for tp in assigned:
                 if tp not in self._lanes:
-                    lane = Lane(
+                    kind = KeyedLane if tp.topic in self._key_ordered else Lane
+                    lane: PartitionLane = kind(
                         tp,
                         epoch=self._epoch,
-                        dispatch=self._dispatch,
+                        dispatch=_planted_dispatch(self._dispatch, self._offsets.partition(tp)),
                         offsets=self._offsets.partition(tp),
                         owner=self,
                         progress=self.progress,
                         clock=self._clock,
                         config=self._config,
+                        limit=self._limit,
                     )
                     self._lanes[tp] = lane
                     lane.start()
-                    assert lane.task is not None
-                    lane.task.add_done_callback(functools.partial(self._lane_done, lane))
+                    for task in lane.tasks():
+                        task.add_done_callback(functools.partial(self._lane_done, lane))
             # pause state does not survive a rebalance on every broker: apply it again
             wanted = [tp for tp in assigned if self._pause_reasons.get(tp)]
             if wanted:
@@ -269,18 +295,45 @@ class Worker:
         lanes = [self._lanes[tp] for tp in partitions]
         for lane in lanes:
             lane.close()
-        tasks = [lane.task for lane in lanes if lane.task is not None and not lane.task.done()]
+        tasks = [task for lane in lanes for task in lane.tasks() if not task.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=deadline)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        # a lane keeps its current record until it is final: one left means it was cut off
-        clean = all(lane.current is None for lane in lanes)
-        # the queued ones never started; a cancelled current one may still hold a lease
+        # every lane task has ended, so nothing moves now: a record is queued, cut off, or final
+        cut_off = [delivery for lane in lanes for delivery in lane.in_flight()]
+        # the queued ones never started; a cancelled started one may still hold a lease
         leftovers = [delivery for lane in lanes for delivery in lane.take_unstarted()]
-        leftovers.extend(lane.current for lane in lanes if lane.current is not None)
+        leftovers.extend(cut_off)
         if self._release_unstarted is not None and leftovers:
             await self._release_unstarted(leftovers)
-        return clean
+        return not cut_off
+
+
+# -- planted bugs (eventkit._mutation): known ways to break R3, for the tests to catch --------
+
+
+def _planted_drop(
+    records: Sequence[Record], lane: PartitionLane, offsets: PartitionOffsets, config: WorkerConfig
+) -> None:
+    """``drop_on_pause``: records beyond the buffer are marked final and never run."""
+    room = max(config.max_buffered - lane.queued, 0)
+    lane.enqueue(records[:room])
+    dropped = records[room:]
+    offsets.track_many([record.offset for record in dropped])
+    for record in dropped:
+        offsets.finish(record.offset)
+
+
+def _planted_dispatch(dispatch: Next, offsets: PartitionOffsets) -> Next:
+    """``commit_before_finish``: a record counts as final as soon as it starts."""
+    if not is_planted("commit_before_finish"):
+        return dispatch
+
+    async def finish_first(delivery: Delivery) -> Outcome:
+        offsets.finish(delivery.record.offset)
+        return await dispatch(delivery)
+
+    return finish_first
