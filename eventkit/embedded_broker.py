@@ -7,11 +7,13 @@ process (``pause``/``resume`` send SIGSTOP/SIGCONT), never by restarting it.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.resources
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from typing import IO, Self
@@ -19,6 +21,7 @@ from typing import IO, Self
 from eventkit.errors import ConfigurationError
 
 TANSU_BIN_ENV = "EVENTKIT_TANSU_BIN"
+_PR_SET_PDEATHSIG = 1
 
 # Tansu reads these from its environment; a developer's own settings must not leak into it
 _SCRUBBED_ENV = (
@@ -52,6 +55,14 @@ def find_tansu() -> str:
             f"or set {TANSU_BIN_ENV}"
         )
     return path
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, end the broker if its parent dies (even by SIGKILL)."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -109,15 +120,22 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             # its own process group: a Ctrl-C meant for the demo reaches the broker through stop()
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one libc call, no locks taken
         )
+        try:
+            self._wait_until_listening(url, timeout)
+        except BaseException:
+            # an interrupted start (Ctrl-C) must not leave the process behind
+            self.stop()
+            raise
+
+    def _wait_until_listening(self, url: str, timeout: float) -> None:
+        assert self._process is not None
         deadline = time.monotonic() + timeout
         while not self._accepts():
             if self._process.poll() is not None:
-                output = self.output()
-                self.stop()
-                raise RuntimeError(f"the Tansu broker exited at start-up:\n{output}")
+                raise RuntimeError(f"the Tansu broker exited at start-up:\n{self.output()}")
             if time.monotonic() > deadline:
-                self.stop()
                 raise RuntimeError(f"the Tansu broker did not listen on {url} in {timeout} s")
             time.sleep(0.05)  # polling a port that is not open yet
 

@@ -20,6 +20,7 @@ to the record, never a boolean flag::
     │   │                             deferred and retried with back-off, never counted
     │   ├── StoreUnavailableError     the idempotency store cannot be reached
     │   ├── PublishError              a publish (events or dead letters) was not acknowledged
+    │   ├── ConsumerStartError        the consumer could not reach the broker or join its group
     │   ├── CommitFailedError         the broker refused an offset commit (not a record attempt)
     │   └── LeaseLostError            the idempotency lease is gone: claim again, later
     └── PublisherNotStartedError      publishing before start or after stop
@@ -109,6 +110,10 @@ class StoreUnavailableError(InfrastructureError):
 
 class PublishError(InfrastructureError):
     """A publish was not acknowledged by the broker."""
+
+
+class ConsumerStartError(InfrastructureError):
+    """The consumer could not connect to the broker or join its group."""
 
 
 class CommitFailedError(InfrastructureError):

@@ -7,21 +7,18 @@ and read back with fetch high-water marks, never with ``end_offsets()`` (wrong o
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from eventkit.transports import kafka_readback
 from eventkit.transports.kafka_settings import KafkaSettings
 
 if TYPE_CHECKING:
-    from aiokafka.structs import ConsumerRecord
+    from eventkit.transports.memory import StoredRecord
 
 TEST_KAFKA_ENV = "EVENTKIT_TEST_KAFKA"
-_TOPIC_ALREADY_EXISTS = 36
 
 
 def external_kafka() -> str | None:
@@ -72,53 +69,16 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
         await admin.close()
 
 
-async def read_topic(
-    bootstrap: str,
-    topic: str,
-    timeout: float = 20.0,  # noqa: ASYNC109 - a deadline for reading, not for one await
-) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_topic(bootstrap: str, topic: str) -> list[StoredRecord]:
     """Every record of ``topic``, read up to each partition's fetch high-water mark."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    try:
-        partitions = await _partitions(consumer, topic, timeout)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            batches = await consumer.getmany(timeout_ms=100)
-            for batch in batches.values():
-                records.extend(batch)
-            if all([await _read_to_end(consumer, tp) for tp in partitions]):
-                return sorted(records, key=lambda r: (r.partition, r.offset))
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end in {timeout} s")
-    finally:
-        await consumer.stop()
+    return list((await kafka_readback.read_topic(bootstrap, topic)).records)
 
 
-async def _partitions(
-    consumer: AIOKafkaConsumer,
-    topic: str,
-    timeout: float,  # noqa: ASYNC109
-) -> list[TopicPartition]:
-    deadline = time.monotonic() + timeout
-    while True:
-        numbers = consumer.partitions_for_topic(topic)
-        if numbers:
-            return [TopicPartition(topic, n) for n in sorted(numbers)]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topic {topic} has no partitions")
-        await consumer._client.force_metadata_update()  # no public metadata refresh
-        await asyncio.sleep(0.05)  # metadata of a new topic can lag its creation
+async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end: its fetch high-water mark once read to the end."""
+    return dict((await kafka_readback.read_topic(bootstrap, topic)).ends)
 
 
-async def _read_to_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
-    highwater = consumer.highwater(tp)
-    return highwater is not None and await consumer.position(tp) >= highwater
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    """The offsets ``group`` has committed for each partition of ``topic`` (without joining)."""
+    return await kafka_readback.committed_offsets(bootstrap, group, topic)

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from eventkit.errors import CommitFailedError
+from eventkit.errors import CommitFailedError, ConsumerStartError
 from eventkit.ports import TopicPartition
 
 if TYPE_CHECKING:
@@ -75,7 +75,17 @@ class KafkaConsumer:
         client = AIOKafkaConsumer(**consumer_options(self._settings, self._group_id))
         self._listener = _Listener(listener)
         client.subscribe(topics=sorted(topics), listener=self._listener)
-        await client.start()
+        try:
+            await client.start()
+        except BaseException as exc:
+            # a failed or cancelled start still opened connections: close them
+            await client.stop()
+            if isinstance(exc, KafkaError):
+                raise ConsumerStartError(
+                    f"cannot join group {self._group_id!r} on "
+                    f"{self._settings.bootstrap_servers}: {exc!r}"
+                ) from exc
+            raise
         self._client = client
 
     async def stop(self) -> None:

@@ -47,8 +47,11 @@ class KafkaPublisher:
         client = AIOKafkaProducer(**producer_options(self._settings))
         try:
             await client.start()
-        except KafkaError as exc:
+        except BaseException as exc:
+            # a failed or cancelled start still opened connections: close them
             await client.stop()
+            if not isinstance(exc, KafkaError):
+                raise
             raise PublishError(
                 f"cannot connect a producer to {self._settings.bootstrap_servers}: {exc!r}"
             ) from exc

@@ -1,6 +1,7 @@
 """The content service's event handlers: validate content and index it.
 
-Run it in memory with ``python -m examples.demo``; test it with ``async with app.testing()``.
+Run it with ``eventkit worker examples.content_service.worker:app`` (``make demo`` runs it on an
+embedded broker); test it with ``async with app.testing()``.
 The repository is a module-level instance for now; dependency injection comes later.
 """
 

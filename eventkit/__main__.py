@@ -1,0 +1,5 @@
+"""``python -m eventkit``: the ``eventkit`` command."""
+
+from eventkit.cli import main
+
+main()
