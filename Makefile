@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 SRC_DIRS := $(wildcard eventkit tests benchmarks examples scripts)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint typecheck test demo bench bench-quick clean
+.PHONY: help venv lint typecheck test demo bench bench-quick bench-kafka clean
 
 help: ## List the targets
 	@echo "eventkit make targets:"
@@ -41,7 +41,7 @@ test: venv lint typecheck ## lint, typecheck, then pytest with branch coverage; 
 	$(BIN)/pytest --cov=eventkit --cov-branch --cov-report=term --junitxml=.test-results.xml
 	$(BIN)/python scripts/check_no_skips.py .test-results.xml
 
-demo: venv ## Run the example service against the in-memory bus
+demo: venv ## Run the example worker on an embedded Tansu broker and report what happened
 	$(BIN)/python -m examples.demo
 
 bench: venv ## Run the pipeline benchmark
@@ -49,6 +49,9 @@ bench: venv ## Run the pipeline benchmark
 
 bench-quick: venv ## The in-memory chain benchmark; fails when over budget by more than 20%
 	$(BIN)/python benchmarks/bench_pipeline.py --records 30000 --repeats 5 --check
+
+bench-kafka: venv ## Consume 200k envelopes over Kafka (embedded Tansu): eventkit vs raw aiokafka
+	$(BIN)/python benchmarks/bench_kafka.py
 
 clean: ## Remove the venv, caches, coverage and test reports
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis htmlcov build dist

@@ -1,33 +1,44 @@
-"""The content service on real events, in memory: ``python -m examples.demo`` (``make demo``).
+"""The content service on a real broker: ``python -m examples.demo`` (``make demo``).
 
-It runs the example worker's app through ``app.testing()``: the real dispatcher, worker and
-idempotency store over the in-memory broker, with a fake clock. The Kafka broker takes its place
-when the Kafka transport exists. The report is built only from what the bus recorded.
+It starts an embedded Tansu broker, runs the example worker's app on it with
+``app.start("kafka://...")`` (the Kafka transport, the real dispatcher and worker, an in-memory
+idempotency store), publishes a stream of events through a Kafka producer, waits until the
+worker has committed every partition up to its end, stops the app (drain and commit) and
+the broker, and prints a report built from what the dispatcher observed and what the broker
+holds. Ctrl-C or SIGTERM stops the app and the broker too; the exit status is then 130.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
 
-import msgspec
-
-from eventkit import Outcome
+from eventkit import EventPublisher
+from eventkit.embedded_broker import EmbeddedBroker
+from eventkit.idempotency import InMemoryIdempotencyStore
+from eventkit.testing import RecordResult
+from eventkit.transports.kafka_publisher import KafkaPublisher
+from eventkit.transports.kafka_readback import committed_offsets, read_topic
+from eventkit.transports.kafka_settings import KafkaSettings
 from examples.content_service.models import (
     CONTENT_EVENTS,
     CONTENT_INDEXING_REQUESTED,
-    CONTENT_VALIDATED,
     CONTENT_VALIDATION_REQUESTED,
     ContentIndexingRequested,
     ContentValidationRequested,
 )
 from examples.content_service.repository import Content
 from examples.content_service.worker import app, repository
+from examples.demo_report import DemoRun, header, render
 
 if TYPE_CHECKING:
-    from eventkit.testing import TestBus
-    from eventkit.transports.memory import StoredRecord
+    from types import FrameType
+
+    from eventkit import Delivery, Outcome
+    from eventkit.ports import Publisher
 
 CONTENTS = (
     Content("c-100", "u-1", "Getting started", "How to write your first handler."),
@@ -35,19 +46,51 @@ CONTENTS = (
     Content("c-800", "u-3", "Release notes", "What changed in this release."),
 )
 UNDECODABLE = b"\x00\x9f not an event"
+WAIT_SECONDS = 60.0
+INTERRUPTED = 130
 
 
-def seed_repository() -> None:
-    """Put the demo's contents in the worker's repository, and nothing else."""
-    repository.clear()
-    repository.add(*CONTENTS)
+def kafka_url(bootstrap: str) -> str:
+    """The worker's transport URL: the app creates its topics; settings suited to Tansu."""
+    options = {
+        "create_topics": "true",  # the source topic and its dead-letter topic, 3 partitions
+        "topic_partitions": 3,
+        "enable_idempotence": "false",  # Tansu refuses aiokafka's InitProducerId
+        "session_timeout_ms": 2000,  # a short session: the group forms in about a second
+        "heartbeat_interval_ms": 200,
+        "fetch_max_wait_ms": 50,
+        "linger_ms": 0,
+    }
+    return f"kafka://{bootstrap}?" + "&".join(f"{k}={v}" for k, v in options.items())
 
 
-async def publish_stream(bus: TestBus) -> None:
+class OutcomeLog:
+    """A ``RecordObserver``: the outcome of every record the dispatcher finished."""
+
+    def __init__(self) -> None:
+        self.results: list[RecordResult] = []
+
+    def record_finished(self, delivery: Delivery, outcome: Outcome, seconds: float) -> None:
+        record, event = delivery.record, delivery.event
+        self.results.append(
+            RecordResult(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                event_type=delivery.event_type,
+                event_id=event.event_id if event is not None else None,
+                outcome=outcome,
+                attempts=delivery.attempt,
+                error=delivery.error,
+            )
+        )
+
+
+async def publish_stream(events: EventPublisher, raw: Publisher) -> None:
     """What other services send: requests, a redelivery, a stranger and garbage."""
     for content_id, user_id in (("c-100", "u-1"), ("c-500", "u-2"), ("c-800", "u-3")):
         request = ContentValidationRequested(content_id=content_id, user_id=user_id)
-        await bus.publish(
+        await events.publish(
             CONTENT_EVENTS,
             CONTENT_VALIDATION_REQUESTED,
             request,
@@ -55,138 +98,117 @@ async def publish_stream(bus: TestBus) -> None:
             correlation_id=f"corr-{content_id}",
         )
     missing = ContentValidationRequested(content_id="c-404", user_id="u-4")
-    await bus.publish(
+    await events.publish(
         CONTENT_EVENTS,
         CONTENT_VALIDATION_REQUESTED,
         missing,
         key="c-404",
         correlation_id="corr-c-404",
     )
-    indexing = await bus.publish(
+    indexing = await events.publish(
         CONTENT_EVENTS,
         CONTENT_INDEXING_REQUESTED,
         ContentIndexingRequested(content_id="c-100"),
         key="c-100",
     )
     # the producer retried: the same envelope (same event_id) arrives a second time
-    await bus.publish(CONTENT_EVENTS, CONTENT_INDEXING_REQUESTED, indexing, key="c-100")
-    await bus.publish(
+    await events.publish(CONTENT_EVENTS, CONTENT_INDEXING_REQUESTED, indexing, key="c-100")
+    await events.publish(
         CONTENT_EVENTS,
         CONTENT_INDEXING_REQUESTED,
         ContentIndexingRequested(content_id="c-800"),
         key="c-800",
     )
-    await bus.publish(CONTENT_EVENTS, "CONTENT_ARCHIVED", {"content_id": "c-500"}, key="c-500")
-    await bus.publish_raw(CONTENT_EVENTS, UNDECODABLE)
+    await events.publish(CONTENT_EVENTS, "CONTENT_ARCHIVED", {"content_id": "c-500"}, key="c-500")
+    await raw.send(CONTENT_EVENTS, UNDECODABLE)
 
 
-async def run() -> TestBus:
-    """Publish the stream to the example app in memory and run until all is committed."""
-    seed_repository()
-    async with app.testing() as bus:
-        await publish_stream(bus)
-        await bus.run_until_idle()
-    return bus
+async def wait_until_committed(bootstrap: str, within: float) -> None:
+    """Return once the worker has committed every partition of the source topic to its end.
 
-
-def _short(text: str | None) -> str:
-    return (text or "-")[:8]
-
-
-def _body(record: StoredRecord) -> dict[str, Any]:
-    try:
-        body = msgspec.json.decode(record.value or b"")
-    except msgspec.DecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _content_id(record: StoredRecord) -> str:
-    data = _body(record).get("data")
-    return str(data.get("content_id", "?")) if isinstance(data, dict) else "?"
-
-
-def render(bus: TestBus) -> str:
-    """A compact report of what happened on ``bus``, from its results, topics and offsets."""
-    records = {(r.partition, r.offset): r for r in bus.published(CONTENT_EVENTS)}
-    results = sorted(
-        (r for r in bus.results if r.topic == CONTENT_EVENTS), key=lambda r: (r.partition, r.offset)
-    )
-    outcomes = bus.outcomes
-    order = (Outcome.HANDLED, Outcome.DUPLICATE, Outcome.SKIPPED, Outcome.DEAD_LETTERED)
-    final = {(r.partition, r.offset) for r in results if r.outcome.is_final}
-    lines = [
-        "eventkit demo: content-service on the in-memory broker, with the real dispatcher,",
-        "worker and idempotency store (a fake clock; the Kafka broker comes with the Kafka",
-        "transport).",
-        "",
-        f"{len(records)} records on {CONTENT_EVENTS}, {len(final)} final: "
-        + ", ".join(f"{o.value} {outcomes[o]}" for o in order),
-        "Handled:",
-    ]
-    for result in results:
-        record = records[result.partition, result.offset]
-        where = f"  [{result.partition}]@{result.offset:<2}"
-        if result.outcome is Outcome.HANDLED:
-            lines.append(
-                f"{where} {result.event_type:<29} {_content_id(record):<6}"
-                f" event {_short(result.event_id)}"
+    The worker's commits are read before the topic, so a record published in between (by a
+    handler, say) is in the ends read and keeps the check false. ``TimeoutError`` after
+    ``within`` seconds; the worker's own failure is raised as soon as it is known.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        worker = app.worker
+        if worker.failure is not None:
+            raise worker.failure
+        committed = {
+            tp.partition: offset
+            for tp, offset in worker.committer.committed.items()
+            if tp.topic == CONTENT_EVENTS
+        }
+        ends = (await read_topic(bootstrap, CONTENT_EVENTS)).ends
+        if all(committed.get(partition, 0) == end for partition, end in ends.items()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the worker did not commit {CONTENT_EVENTS} to its end in {within} s: "
+                f"committed {committed}, ends {ends}"
             )
-    duplicates = [r for r in results if r.outcome is Outcome.DUPLICATE]
-    lines.append("Duplicate deliveries (the handler did not run again):")
-    lines.extend(
-        f"  [{r.partition}]@{r.offset:<2} {r.event_type:<29} "
-        f"{_content_id(records[r.partition, r.offset]):<6} event {_short(r.event_id)}"
-        for r in duplicates
-    )
-    skipped = Counter(r.event_type for r in results if r.outcome is Outcome.SKIPPED)
-    lines.append(
-        "Skipped, no handler in this service: "
-        + ", ".join(f"{event_type} x{count}" for event_type, count in sorted(skipped.items()))
-    )
-    lines.append(f"Dead-lettered to {app.dead_letter_topic(CONTENT_EVENTS)}:")
-    for letter in bus.dead_letters(CONTENT_EVENTS):
-        headers = {name: value.decode("utf-8", "replace") for name, value in letter.headers}
-        lines.append(
-            f"  [{headers['dlq_original_partition']}]@{headers['dlq_original_offset']:<2}"
-            f" {headers.get('event_type', '(no type header)'):<29}"
-            f" reason={headers['dlq_reason']} attempts={headers['dlq_attempts']}"
-        )
-        exception = headers["dlq_exception_class"].rpartition(".")[2]
-        lines.append(f"      {exception}: {headers['dlq_exception_message'][:70]}")
-    lines.append(f"Published by the worker to {CONTENT_EVENTS}:")
-    for record in records.values():
-        headers = {name: value.decode() for name, value in record.headers}
-        if headers.get("event_type") != CONTENT_VALIDATED:
-            continue
-        body = _body(record)
-        data = body.get("data", {})
-        verdict = "valid" if data.get("valid") else f"invalid ({data.get('reason')})"
-        lines.append(
-            f"  {CONTENT_VALIDATED} {data.get('content_id'):<6} {verdict:<24}"
-            f" causation {_short(headers.get('causation_id'))}"
-            f" correlation {body.get('correlation_id')}"
-        )
-    indexed = [content.content_id for content in repository.contents() if content.indexed]
-    lines.append(f"Repository: indexed {', '.join(indexed) or 'nothing'}")
-    lines.append("Committed offset / end offset per partition:")
-    lines.append(
-        "  "
-        + "   ".join(
-            f"{CONTENT_EVENTS}[{p}] {bus.committed(CONTENT_EVENTS, p)}/"
-            f"{bus.end_offset(CONTENT_EVENTS, p)}"
-            for p in range(len(bus.broker.partitions_for(CONTENT_EVENTS)))
-        )
-    )
-    return "\n".join(lines)
+        await asyncio.sleep(0.1)  # polling the worker and the broker, bounded by the deadline
 
 
-async def main() -> int:
-    """Run the demo and print its report; the exit status is 0."""
-    bus = await run()
-    print(render(bus))
+async def run(bootstrap: str) -> DemoRun:
+    """Run the example app on the broker at ``bootstrap`` until all is committed, then stop."""
+    repository.clear()
+    repository.add(*CONTENTS)
+    url = kafka_url(bootstrap)
+    log = OutcomeLog()
+    producer = KafkaPublisher(KafkaSettings.from_url(url))
+    await app.start(url, store=InMemoryIdempotencyStore(), observers=[log])
+    try:
+        await producer.start()
+        await publish_stream(EventPublisher(producer, source_service="content-api"), producer)
+        await wait_until_committed(bootstrap, WAIT_SECONDS)
+    finally:
+        await producer.stop()
+        try:
+            clean = await app.stop()
+        except BaseException:
+            await app.abort()  # stop itself was interrupted: end the app without draining
+            raise
+    if not clean:
+        raise RuntimeError("the worker stopped before every record it started had finished")
+    dead_letter_topic = app.dead_letter_topic(CONTENT_EVENTS)
+    events = await read_topic(bootstrap, CONTENT_EVENTS)
+    return DemoRun(
+        results=log.results,
+        events=events.records,
+        dead_letter_topic=dead_letter_topic,
+        dead_letters=(await read_topic(bootstrap, dead_letter_topic)).records,
+        committed=await committed_offsets(bootstrap, app.group_id, CONTENT_EVENTS),
+        ends=events.ends,
+        indexed=[content.content_id for content in repository.contents() if content.indexed],
+    )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM takes Ctrl-C's path: asyncio cancels the run, and every finally runs
+    signal.raise_signal(signal.SIGINT)
+
+
+def main() -> int:
+    """Run the demo and print its report; 0 when done, 130 when interrupted."""
+    started = time.monotonic()
+    # Ctrl-C even where SIGINT came in ignored (a background job of a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    broker = EmbeddedBroker()
+    try:
+        broker.start()
+        print(header(broker.bootstrap), flush=True)
+        outcome = asyncio.run(run(broker.bootstrap))
+    except KeyboardInterrupt:
+        print("interrupted: the app and the broker were stopped", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        broker.stop()  # a no-op if start() failed, and it stops a half-started broker
+    print(render(outcome, seconds=time.monotonic() - started))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    raise SystemExit(main())
