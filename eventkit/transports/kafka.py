@@ -10,14 +10,16 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from eventkit.errors import CommitFailedError, ConsumerStartError
+from eventkit.errors import CommitFailedError, ConfigurationError, ConsumerStartError
 from eventkit.ports import TopicPartition
 
 if TYPE_CHECKING:
@@ -29,10 +31,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger("eventkit.transports.kafka")
 
 
+def options_for(client_class: type, settings: KafkaSettings) -> dict[str, Any]:
+    """The ``client_options`` that ``client_class`` takes (they are shared by all clients)."""
+    accepted = inspect.signature(client_class).parameters
+    return {name: value for name, value in settings.client_options.items() if name in accepted}
+
+
+def check_client_options(settings: KafkaSettings) -> None:
+    """Refuse ``client_options`` that no aiokafka client takes, naming them."""
+    known: set[str] = set()
+    for client_class in (AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaAdminClient):
+        known.update(inspect.signature(client_class).parameters)
+    unknown = sorted(set(settings.client_options) - known)
+    if unknown:
+        raise ConfigurationError(f"KafkaSettings.client_options: no Kafka client takes {unknown}")
+
+
 def consumer_options(settings: KafkaSettings, group_id: str) -> dict[str, Any]:
     """The aiokafka consumer options of ``settings``, every contract-relevant one explicit."""
     return {
-        **settings.client_options,
+        **options_for(AIOKafkaConsumer, settings),
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": settings.client_id,
         "group_id": group_id,
@@ -59,6 +77,7 @@ class KafkaConsumer:
         self._group_id = group_id
         self._client: AIOKafkaConsumer | None = None
         self._listener: _Listener | None = None
+        self._pausing: set[KafkaTopicPartition] = set()
 
     @property
     def group_id(self) -> str:
@@ -74,6 +93,7 @@ class KafkaConsumer:
             raise RuntimeError("the Kafka consumer is started already")
         client = AIOKafkaConsumer(**consumer_options(self._settings, self._group_id))
         self._listener = _Listener(listener)
+        self._pausing = self._listener.pausing
         client.subscribe(topics=sorted(topics), listener=self._listener)
         try:
             await client.start()
@@ -89,10 +109,13 @@ class KafkaConsumer:
         self._client = client
 
     async def stop(self) -> None:
-        client, self._client = self._client, None
+        client = self._client
+        self._pausing = set()
         if client is not None:
             # aiokafka leaves the group here without calling the revoke listener (R3)
             await client.stop()
+            # forgotten only once closed: a stop cut short can be called again
+            self._client = None
 
     def _running(self) -> AIOKafkaConsumer:
         if self._client is None:
@@ -105,7 +128,15 @@ class KafkaConsumer:
         max_records: int,
     ) -> Mapping[TopicPartition, Sequence[Record]]:
         client = self._running()
-        batches = await client.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        held = await self._apply_pauses(client) if self._pausing else None
+        # with records in hand there is nothing to wait for
+        wait_ms = 0 if held else int(timeout * 1000)
+        batches = await client.getmany(timeout_ms=wait_ms, max_records=max_records)
+        if held:
+            # what was buffered before the pause comes first: offsets stay in order
+            for tp, records in batches.items():
+                held[tp] = [*held.get(tp, ()), *records]
+            batches = held
         if not batches:
             return {}
         listener = self._listener
@@ -116,8 +147,10 @@ class KafkaConsumer:
             if not records:
                 continue
             if tp not in announced:
-                # fetched between assignment and the listener call: read it again later
-                client.seek(tp, records[0].offset)
+                # fetched between assignment and the listener call: read it again later (a
+                # partition revoked meanwhile is read from its committed offset by its owner)
+                if tp in client.assignment():
+                    client.seek(tp, records[0].offset)
                 continue
             result[cast("TopicPartition", tp)] = cast("Sequence[Record]", records)
         return result
@@ -128,15 +161,40 @@ class KafkaConsumer:
         return frozenset(TopicPartition(tp.topic, tp.partition) for tp in self._client.assignment())
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
-        client = self._running()
-        owned = client.assignment()
-        # pausing a partition no longer assigned raises in aiokafka; the wish is moot then
-        client.pause(*(_kafka_tp(tp) for tp in partitions if tp in owned))
+        """Pause at the next ``getmany``, which first returns what was fetched for them.
+
+        aiokafka discards records it buffered for a partition once it is paused, and fetches
+        them again after the resume; taking them first saves that round trip.
+        """
+        self._running()
+        self._pausing.update(_kafka_tp(tp) for tp in partitions)
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         client = self._running()
+        wanted = {_kafka_tp(tp) for tp in partitions}
+        self._pausing -= wanted
         owned = client.assignment()
-        client.resume(*(_kafka_tp(tp) for tp in partitions if tp in owned))
+        client.resume(*(tp for tp in wanted if tp in owned))
+
+    async def _apply_pauses(self, client: AIOKafkaConsumer) -> dict[Any, list[Any]]:
+        owned = client.assignment()
+        wished = [tp for tp in self._pausing if tp in owned]
+        if not wished:
+            self._pausing.clear()
+            return {}
+        # timeout 0 returns only what is buffered: no request goes to the broker (but a
+        # rebalance may complete inside this await)
+        held: dict[Any, list[Any]] = await client.getmany(*wished, timeout_ms=0)
+        # pause only what is still wished for, still assigned and known to the worker: a
+        # revoke or a resume during the await changed the wish
+        announced = self._listener.announced if self._listener is not None else set()
+        owned = client.assignment()
+        pausing = [tp for tp in wished if tp in self._pausing and tp in owned and tp in announced]
+        # wishes made during the await are applied at the next call
+        self._pausing.difference_update(wished)
+        if pausing:
+            client.pause(*pausing)
+        return held
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._running().seek(_kafka_tp(partition), offset)
@@ -169,12 +227,15 @@ class _Listener(ConsumerRebalanceListener):
     def __init__(self, target: RebalanceListener) -> None:
         self._target = target
         self.announced: set[KafkaTopicPartition] = set()
+        #: pauses wished for and not applied yet; a revoke makes them moot
+        self.pausing: set[KafkaTopicPartition] = set()
         self.errors = 0
 
     async def on_partitions_revoked(self, revoked: Iterable[KafkaTopicPartition]) -> None:
         revoked = set(revoked)
         # from here on the worker forgets these partitions: never hand it their records
         self.announced -= revoked
+        self.pausing -= revoked
         try:
             await self._target.on_partitions_revoked(_ours(revoked))
         except Exception:
