@@ -40,12 +40,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from eventkit import EventApp
 from eventkit.embedded_broker import EmbeddedBroker
 from eventkit.publisher import EventPublisher
+from eventkit.transports import kafka_readback
 from eventkit.transports.kafka import consumer_options
 from eventkit.transports.kafka_publisher import KafkaPublisher
 from eventkit.transports.kafka_settings import KafkaSettings
@@ -416,18 +417,8 @@ async def check_run(
 
 async def committed_offsets(bootstrap: str, produced: Produced, group: str) -> dict[int, int]:
     """The group's committed offset of each partition (-1 where none), without joining it."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        offsets: dict[int, int] = {}
-        for partition in produced.ends:
-            offset = await consumer.committed(TopicPartition(produced.topic, partition))
-            offsets[partition] = -1 if offset is None else offset
-        return offsets
-    finally:
-        await consumer.stop()
+    committed = await kafka_readback.committed_offsets(bootstrap, group, produced.topic)
+    return {partition: -1 if offset is None else offset for partition, offset in committed.items()}
 
 
 # -- measuring and reporting -------------------------------------------------------------------

@@ -258,8 +258,9 @@ class EventApp(Router):
         if running is None:
             return True
         clean = await running.worker.stop()
-        self._running = None
         await running.publisher.stop()
+        # cleared only now: a stop cancelled before this point can still be aborted
+        self._running = None
         return clean
 
     async def abort(self) -> None:

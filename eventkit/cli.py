@@ -63,9 +63,9 @@ def worker(
 ) -> None:
     """Consume until SIGTERM or SIGINT: drain, commit, exit 0 if every record finished.
 
-    A second signal exits at once without committing. Exit codes: 1 the consume loop died,
-    2 bad settings or a failed start-up check, 3 records were cut off at the drain deadline,
-    4 aborted by a second signal.
+    A second signal exits at once without committing. Exit codes: 1 the consume loop died;
+    2 bad settings, or the start-up check or connection failed; 3 records were cut off at the
+    drain deadline; 4 aborted by a second signal.
     """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

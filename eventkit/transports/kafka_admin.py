@@ -8,6 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from eventkit.errors import ConfigurationError
+from eventkit.transports.kafka import options_for
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -30,7 +31,7 @@ class KafkaTopicAdmin:
         """
         settings = self._settings
         client = AIOKafkaAdminClient(
-            **settings.client_options,
+            **options_for(AIOKafkaAdminClient, settings),
             bootstrap_servers=settings.bootstrap_servers,
             client_id=f"{settings.client_id}-admin",
             request_timeout_ms=settings.request_timeout_ms,

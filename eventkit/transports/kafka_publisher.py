@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from eventkit.errors import PublisherNotStartedError, PublishError
+from eventkit.transports.kafka import options_for
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 def producer_options(settings: KafkaSettings) -> dict[str, Any]:
     """The aiokafka producer options of ``settings``, every contract-relevant one explicit."""
     return {
-        **settings.client_options,
+        **options_for(AIOKafkaProducer, settings),
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": settings.client_id,
         "acks": "all",
@@ -60,10 +61,12 @@ class KafkaPublisher:
 
     async def stop(self) -> None:
         """Flush what is pending, then close; later sends raise ``PublisherNotStartedError``."""
-        client, self._client = self._client, None
         self._stopped = True
+        client = self._client
         if client is not None:
             await client.stop()
+            # forgotten only once closed: a stop cut short can be called again
+            self._client = None
 
     def _running(self, topic: str) -> AIOKafkaProducer:
         if self._client is None:
@@ -89,12 +92,15 @@ class KafkaPublisher:
         if not records:
             return
         client = self._running(records[0].topic)
+        pending: list[asyncio.Future[Any]] = []
         try:
-            pending = [
-                await client.send(r.topic, r.value, key=r.key, headers=list(r.headers))
-                for r in records
-            ]
+            for r in records:
+                pending.append(
+                    await client.send(r.topic, r.value, key=r.key, headers=list(r.headers))
+                )
         except KafkaError as exc:
+            # the ones already sent settle before the error is raised: none is left in flight
+            await asyncio.gather(*pending, return_exceptions=True)
             raise PublishError(f"send of a batch was not accepted: {exc!r}") from exc
         results = await asyncio.gather(*pending, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]

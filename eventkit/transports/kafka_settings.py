@@ -114,6 +114,9 @@ class KafkaSettings:
         options: dict[str, Any] = {"bootstrap_servers": parts.netloc}
         for name, raw in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
             options[name] = _coerce(name, raw, url)
+        unknown = sorted(set(overrides) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigurationError(f"unknown Kafka settings {unknown}")
         options.update(overrides)
         return cls(**options)
 

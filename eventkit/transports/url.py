@@ -58,12 +58,13 @@ def connect(url: str, *, group_id: str, **kafka_options: Any) -> Transport:
 
 def _kafka(url: str, group_id: str, options: dict[str, Any]) -> Transport:
     # imported here: aiokafka is loaded only by processes that use Kafka
-    from eventkit.transports.kafka import KafkaConsumer  # noqa: PLC0415
+    from eventkit.transports.kafka import KafkaConsumer, check_client_options  # noqa: PLC0415
     from eventkit.transports.kafka_admin import KafkaTopicAdmin  # noqa: PLC0415
     from eventkit.transports.kafka_publisher import KafkaPublisher  # noqa: PLC0415
     from eventkit.transports.kafka_settings import KafkaSettings  # noqa: PLC0415
 
     settings = KafkaSettings.from_url(url, **options)
+    check_client_options(settings)
     return Transport(
         consumer=KafkaConsumer(settings, group_id),
         publisher=KafkaPublisher(settings),

@@ -16,6 +16,8 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from eventkit.errors import ConfigurationError, EventkitError
+
 if TYPE_CHECKING:
     from eventkit.app import EventApp
     from eventkit.ports import IdempotencyStore
@@ -33,7 +35,7 @@ class ExitCode(enum.IntEnum):
 
     CLEAN = 0  # stopped by a signal (or asked to) after every started record finished
     CONSUMER_DIED = 1  # the consume loop failed; offsets stay at the last good commit
-    CONFIGURATION = 2  # bad settings or a failed start-up check: nothing was consumed
+    CONFIGURATION = 2  # bad settings, a failed start-up check or connection: nothing consumed
     DRAIN_INCOMPLETE = 3  # stopped, but some records were cut off at the drain deadline
     ABORTED = 4  # a second signal: stopped at once without draining or committing
 
@@ -47,12 +49,44 @@ async def run(
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, signals.put_nowait, signum)
     try:
-        await app.start(transport, store=store)
+        started = await _start(app, transport, store, signals)
+        if started is not None:
+            return started
         logger.info("worker %s started", app.service)
         return await _serve(app, signals)
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+
+
+async def _start(
+    app: EventApp,
+    transport: Transport | str,
+    store: IdempotencyStore | None,
+    signals: asyncio.Queue[signal.Signals],
+) -> ExitCode | None:
+    """Start ``app``; ``None`` once it runs, else the exit code (a signal, a failed start)."""
+    starting = asyncio.ensure_future(app.start(transport, store=store))
+    signalled = asyncio.ensure_future(signals.get())
+    # joining a group can take long: a signal meanwhile must still end the process
+    await asyncio.wait([starting, signalled], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        logger.info("%s received while starting: stopping", signalled.result().name)
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await app.abort()
+        return ExitCode.CLEAN  # nothing was consumed
+    signalled.cancel()
+    error = starting.exception()
+    if error is None:
+        return None
+    if isinstance(error, ConfigurationError):
+        raise error
+    if isinstance(error, EventkitError):
+        # the broker or another service was not reachable: nothing was consumed
+        logger.error("the worker could not start: %s", error)
+        return ExitCode.CONFIGURATION
+    raise error
 
 
 async def _serve(app: EventApp, signals: asyncio.Queue[signal.Signals]) -> ExitCode:

@@ -73,6 +73,7 @@ class Worker:
         self._pause_reasons: dict[TopicPartition, set[str]] = {}
         self._epoch = 0
         self._fetch_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Future[bool] | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
         self._clean = False
@@ -102,10 +103,18 @@ class Worker:
             self._background_tasks.append(task)
 
     async def stop(self) -> bool:
-        """Drain, commit and leave the group; ``True`` if every started record finished."""
-        if self._stopping:
-            await self._stopped.wait()
-            return self._clean
+        """Drain, commit and leave the group; ``True`` if every started record finished.
+
+        A caller cancelled while waiting does not cancel the stop, which goes on; a later
+        ``stop()`` waits for the same one, and ``abort()`` cuts it short.
+        """
+        if self._stop_task is None:
+            if self._stopped.is_set():
+                return self._clean  # aborted, or died and stopped already
+            self._stop_task = asyncio.ensure_future(self._stop())
+        return await asyncio.shield(self._stop_task)
+
+    async def _stop(self) -> bool:
         self._stopping = True
         fetch = self._fetch_task
         if fetch is not None and not fetch.done():
@@ -125,6 +134,10 @@ class Worker:
     async def abort(self) -> None:
         """Stop at once: no drain and no commit (a second signal, or a simulated crash)."""
         self._stopping = True
+        stopping = self._stop_task
+        if stopping is not None and not stopping.done():
+            stopping.cancel()
+            await asyncio.gather(stopping, return_exceptions=True)
         tasks = [task for lane in self._lanes.values() for task in lane.tasks()]
         if self._fetch_task is not None:
             tasks.append(self._fetch_task)
@@ -256,6 +269,8 @@ class Worker:
             self._epoch += 1
 
     async def on_partitions_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        if self._stopping:
+            return  # the fetch loop is gone: a lane made now would never be drained
         try:
             self._epoch += 1
             for tp in assigned:

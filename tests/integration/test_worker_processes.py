@@ -68,9 +68,12 @@ async def assert_committed_at_end(setup: ProbeSetup) -> None:
 async def test_a_worker_killed_mid_stream_loses_nothing_after_a_restart(
     setup: ProbeSetup, spawn: Callable[..., WorkerProcess]
 ) -> None:
-    """SIGKILL with records in flight and lag: a restarted worker handles every acked event."""
+    """SIGKILL with records in flight and lag: a restarted worker handles every acked event.
+
+    A small lane buffer makes backpressure pause and resume partitions all along the way.
+    """
     log = ProbeLog(setup.log)
-    first = spawn()
+    first = spawn(PROBE_MAX_BUFFERED="8")
     async with PacedProducer(setup.bootstrap, setup.topic) as producer:
         # three lanes at 30 ms a record handle 100/s: a backlog of fetched records builds up
         producing = asyncio.create_task(producer.publish(600, rate=150, sleep=0.03))
@@ -83,7 +86,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing_after_a_restart(
         assert await first.exit_code() == -signal.SIGKILL
         handled_by_first = log.done_by(first.pid)
 
-        second = spawn()
+        second = spawn(PROBE_MAX_BUFFERED="8")
         await producing
     await wait_for(lambda: set(producer.acked) <= set(log.done()), "every acked event handled")
     second.send(signal.SIGTERM)
@@ -127,9 +130,12 @@ async def test_sigterm_under_load_drains_and_commits_so_a_restart_redelivers_not
 async def test_two_workers_share_partitions_and_the_survivor_takes_over(
     setup: ProbeSetup, spawn: Callable[..., WorkerProcess]
 ) -> None:
-    """Two members split the partitions; when one stops mid-stream the other finishes all."""
+    """Two members split the partitions; when one stops mid-stream the other finishes all.
+
+    Small lane buffers keep partitions pausing and resuming across the rebalances.
+    """
     log = ProbeLog(setup.log)
-    first, second = spawn(), spawn()
+    first, second = spawn(PROBE_MAX_BUFFERED="8"), spawn(PROBE_MAX_BUFFERED="8")
     async with PacedProducer(setup.bootstrap, setup.topic) as producer:
         producing = asyncio.create_task(producer.publish(900, rate=150, sleep=0.004))
         await wait_for(

@@ -140,3 +140,23 @@ async def test_starting_with_a_missing_topic_fails_naming_it() -> None:
     with pytest.raises(ConfigurationError, match=r"\['numbers.dlq'\]"):
         await app.start(f"memory://{name}", store=None)
     assert not app.running
+
+
+def test_client_options_reach_only_the_clients_that_take_them() -> None:
+    """A consumer-only option (isolation_level) goes to the consumer, not the producer."""
+    settings = KafkaSettings(client_options={"isolation_level": "read_committed"})
+
+    assert consumer_options(settings, "g")["isolation_level"] == "read_committed"
+    assert "isolation_level" not in producer_options(settings)
+
+
+def test_a_client_option_no_kafka_client_takes_is_refused_naming_it() -> None:
+    """An unknown client option fails at connect time, not as a TypeError at start."""
+    with pytest.raises(ConfigurationError, match="no_such_option"):
+        connect("kafka://k:9092", group_id="g", client_options={"no_such_option": 1})
+
+
+def test_an_unknown_keyword_setting_is_refused_naming_it() -> None:
+    """A keyword override that is no KafkaSettings field is a ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="linger"):
+        KafkaSettings.from_url("kafka://k:9092", linger=5)
