@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from itertools import islice
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from eventkit.delivery import Delivery
 from eventkit.outcomes import Outcome
@@ -123,7 +123,10 @@ class Lane:
         self._config = config
         # shared by every lane of a worker; a lane of its own (benchmarks, tests) gets one
         self._limit = limit if limit is not None else InFlightLimit(config.max_in_flight)
-        self._queue: deque[Delivery] = deque()
+        # fetched records wait as they came; a Delivery is made when one starts, or earlier
+        # when the idempotency step claims ahead (upcoming): buffered records then cost the
+        # garbage collector one tracked object less each, and none is made for nothing
+        self._queue: deque[Delivery | Record] = deque()
         self._ready = asyncio.Event()
         self._closing = False
         self._wants_slot = False
@@ -135,18 +138,24 @@ class Lane:
 
     def enqueue(self, records: Iterable[Record]) -> None:
         """Queue fetched records and track their offsets; pause when the buffer is full."""
-        upcoming = self.upcoming
-        deliveries = [Delivery(record, upcoming) for record in records]
-        self._offsets.track_many([delivery.record.offset for delivery in deliveries])
+        if not isinstance(records, list):
+            records = list(records)
+        self._offsets.track_many([record.offset for record in records])
         queue = self._queue
-        queue.extend(deliveries)
+        queue.extend(records)
         self._ready.set()
         if len(queue) >= self._config.max_buffered:
             self._owner.want_pause(self.tp, "backpressure", True)
 
     def upcoming(self, limit: int) -> Iterator[Delivery]:
-        """The next ``limit`` queued deliveries, not started yet."""
-        return islice(self._queue, 0, max(limit, 0))
+        """The next ``limit`` queued deliveries, not started yet (made now if need be)."""
+        queue = self._queue
+        for index in range(min(max(limit, 0), len(queue))):
+            item = queue[index]
+            if item.__class__ is not Delivery:
+                # the delivery the claim is attached to is the one that will run
+                queue[index] = Delivery(cast("Record", item), self.upcoming)
+        return cast("Iterator[Delivery]", islice(queue, 0, max(limit, 0)))
 
     @property
     def queued(self) -> int:
@@ -159,7 +168,10 @@ class Lane:
 
     def take_unstarted(self) -> list[Delivery]:
         """Remove and return every queued delivery (they are left for the next owner)."""
-        taken = list(self._queue)
+        upcoming = self.upcoming
+        taken = [
+            item if isinstance(item, Delivery) else Delivery(item, upcoming) for item in self._queue
+        ]
         self._queue.clear()
         return taken
 
@@ -195,6 +207,7 @@ class Lane:
         limit = self._limit
         waiters = limit.waiters
         resume_at = self._config.max_buffered // 2
+        upcoming = self.upcoming
         # the slot is kept over records run back to back (nothing awaits between them), so
         # the hot path pays for it once per run of records, not per record
         holding = False
@@ -216,7 +229,11 @@ class Lane:
                     if not await self._take_slot():
                         return
                     holding = True
-                delivery = queue.popleft()
+                item = queue.popleft()
+                # a class check, not isinstance: records never subclass Delivery
+                delivery = (
+                    item if item.__class__ is Delivery else Delivery(cast("Record", item), upcoming)
+                )
                 self.current = delivery
                 outcome = await dispatch(delivery)
                 if outcome is _DEFERRED and not await self._retry_deferred(delivery):
