@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from eventkit.outcomes import Outcome
     from eventkit.ports import Headers
 
-__all__ = ["FakeClock", "RecordResult", "TestBus"]
+__all__ = ["FakeClock", "OutcomeLog", "RecordResult", "TestBus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,9 @@ class RecordResult:
     error: BaseException | None
 
 
-class _Recorder:
+class OutcomeLog:
+    """A ``RecordObserver`` that keeps the outcome of every record the dispatcher finished."""
+
     def __init__(self) -> None:
         self.results: list[RecordResult] = []
 
@@ -101,7 +103,7 @@ class TestBus:
         self.store = store if store is not None else InMemoryIdempotencyStore(self.clock)
         self._rng = random.Random(seed)
         self._idle_timeout = idle_timeout
-        self._recorder = _Recorder()
+        self._recorder = OutcomeLog()
         self._observers = (self._recorder, *observers)
         self._producer = self.broker.publisher()
         self._publisher = EventPublisher(self._producer, source_service="test-bus")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from eventkit import EventPublisher
 from eventkit.embedded_broker import EmbeddedBroker
 from eventkit.idempotency import InMemoryIdempotencyStore
-from eventkit.testing import RecordResult
+from eventkit.testing import OutcomeLog
 from eventkit.transports.kafka_publisher import KafkaPublisher
 from eventkit.transports.kafka_readback import committed_offsets, read_topic
 from eventkit.transports.kafka_settings import KafkaSettings
@@ -37,7 +37,6 @@ from examples.demo_report import DemoRun, header, render
 if TYPE_CHECKING:
     from types import FrameType
 
-    from eventkit import Delivery, Outcome
     from eventkit.ports import Publisher
 
 CONTENTS = (
@@ -62,28 +61,6 @@ def kafka_url(bootstrap: str) -> str:
         "linger_ms": 0,
     }
     return f"kafka://{bootstrap}?" + "&".join(f"{k}={v}" for k, v in options.items())
-
-
-class OutcomeLog:
-    """A ``RecordObserver``: the outcome of every record the dispatcher finished."""
-
-    def __init__(self) -> None:
-        self.results: list[RecordResult] = []
-
-    def record_finished(self, delivery: Delivery, outcome: Outcome, seconds: float) -> None:
-        record, event = delivery.record, delivery.event
-        self.results.append(
-            RecordResult(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                event_type=delivery.event_type,
-                event_id=event.event_id if event is not None else None,
-                outcome=outcome,
-                attempts=delivery.attempt,
-                error=delivery.error,
-            )
-        )
 
 
 async def publish_stream(events: EventPublisher, raw: Publisher) -> None:
