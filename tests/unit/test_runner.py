@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
 
     from eventkit.ports import RebalanceListener, Record, TopicPartition
+    from eventkit.transports.memory import MemoryBroker
     from eventkit.transports.memory_consumer import MemoryConsumer
 
 
@@ -31,12 +32,18 @@ def make_app() -> tuple[EventApp, list[int]]:
     return app, handled
 
 
-def transport_with(consumer: Any) -> tuple[Transport, str]:
+def numbers_broker() -> tuple[MemoryBroker, str]:
+    """A fresh named in-memory broker with the app's topic and its dead-letter topic."""
     name = f"runner-{uuid.uuid4().hex}"
     broker = memory_broker(name)
     broker.create_topic("numbers", 1)
     broker.create_topic("numbers.dlq", 1)
-    return Transport(consumer=consumer, publisher=broker.publisher(), admin=broker), name
+    return broker, name
+
+
+def transport_with(consumer: Any) -> Transport:
+    broker, _ = numbers_broker()
+    return Transport(consumer=consumer, publisher=broker.publisher(), admin=broker)
 
 
 class HangingStart:
@@ -90,7 +97,7 @@ async def test_sigterm_while_joining_the_group_ends_the_worker_at_once() -> None
     """A signal during a start that never completes cancels it: exit 0, nothing consumed."""
     app, _ = make_app()
     consumer = HangingStart()
-    transport, _ = transport_with(consumer)
+    transport = transport_with(consumer)
 
     signal_soon()
     code = await asyncio.wait_for(run(app, transport, store=None), 5.0)
@@ -103,7 +110,7 @@ async def test_sigterm_while_joining_the_group_ends_the_worker_at_once() -> None
 async def test_a_start_that_cannot_reach_the_broker_exits_2() -> None:
     """A connection failure at start-up is exit code 2, like a bad setting, not a crash."""
     app, _ = make_app()
-    transport, _ = transport_with(RefusingStart())
+    transport = transport_with(RefusingStart())
 
     code = await asyncio.wait_for(run(app, transport, store=None), 5.0)
 
@@ -114,10 +121,7 @@ async def test_a_start_that_cannot_reach_the_broker_exits_2() -> None:
 async def test_a_dead_consume_loop_exits_1() -> None:
     """When the fetch loop dies the runner stops the app and returns CONSUMER_DIED."""
     app, _ = make_app()
-    name = f"runner-{uuid.uuid4().hex}"
-    broker = memory_broker(name)
-    broker.create_topic("numbers", 1)
-    broker.create_topic("numbers.dlq", 1)
+    broker, _ = numbers_broker()
     consumer = DyingFetch(broker.consumer(app.group_id))
     transport = Transport(consumer=consumer, publisher=broker.publisher(), admin=broker)
 
@@ -130,10 +134,7 @@ async def test_a_dead_consume_loop_exits_1() -> None:
 async def test_sigterm_drains_and_exits_0_after_handling_what_arrived() -> None:
     """A running worker handles what was published, then SIGTERM stops it cleanly."""
     app, handled = make_app()
-    name = f"runner-{uuid.uuid4().hex}"
-    broker = memory_broker(name)
-    broker.create_topic("numbers", 1)
-    broker.create_topic("numbers.dlq", 1)
+    broker, name = numbers_broker()
     sender = broker.publisher()
     await sender.start()
     await EventPublisher(sender, source_service="test").publish("numbers", "N", {"n": 1})

@@ -7,9 +7,8 @@ Real asyncio and the system clock with short ``WorkerConfig`` timings, as in
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,28 +19,10 @@ from eventkit.keys import event_key, namespace_for
 from eventkit.ports import ClaimRequest, ClaimStatus
 from eventkit.transports.memory import MemoryBroker
 from eventkit.transports.partitioner import default_partition
+from tests.unit.worker.support import EVENT, GROUP, SERVICE, TOPIC, eventually, fast
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
-
-TOPIC = "orders"
-EVENT = "ORDER_PLACED"
-SERVICE = "fulfilment"
-GROUP = f"{SERVICE}-consumer"
-
-
-def fast(**overrides: Any) -> WorkerConfig:
-    """Worker timings short enough for unit tests."""
-    return WorkerConfig(poll_timeout=0.02, commit_interval=0.05, **overrides)
-
-
-async def eventually(predicate: Callable[[], bool], message: str = "", within: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds; ``AssertionError`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within} s: {message or predicate}")
-        await asyncio.sleep(0.005)
 
 
 def keys_on(partition: int, partitions: int, count: int) -> list[str]:

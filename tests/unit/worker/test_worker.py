@@ -28,6 +28,7 @@ from eventkit import (
 from eventkit.clock import SystemClock
 from eventkit.idempotency import InMemoryIdempotencyStore
 from eventkit.transports.memory import ConsumerCrashedError, MemoryBroker, default_partition
+from tests.unit.worker.support import EVENT, GROUP, SERVICE, TOPIC, eventually, fast
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,25 +40,6 @@ if TYPE_CHECKING:
     Handler: TypeAlias = Callable[[dict[str, Any], EventContext], Awaitable[None]]
     #: what a test adds to the service's handler: it gets the payload number and the context
     Hook: TypeAlias = Callable[[int, EventContext], Awaitable[None]]
-
-TOPIC = "orders"
-EVENT = "ORDER_PLACED"
-SERVICE = "fulfilment"
-GROUP = f"{SERVICE}-consumer"
-
-
-def fast(**overrides: Any) -> WorkerConfig:
-    """Worker timings short enough for unit tests."""
-    return WorkerConfig(poll_timeout=0.02, commit_interval=0.05, **overrides)
-
-
-async def eventually(predicate: Callable[[], bool], message: str = "", within: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds; ``AssertionError`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within} s: {message or predicate}")
-        await asyncio.sleep(0.005)
 
 
 async def stop_within(app: EventApp, seconds: float) -> bool:
