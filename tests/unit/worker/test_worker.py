@@ -483,8 +483,8 @@ async def test_an_idle_worker_stops_at_once_even_with_a_long_poll(harness: Harne
 async def test_a_cancelled_stop_is_cancelled_even_while_it_waits_for_the_fetch_task(
     harness: Harness,
 ) -> None:
-    """Cancelling stop() (a timeout around it, a second signal) raises CancelledError in it,
-    also at its first step, waiting for the fetch task to end; it does not carry on."""
+    """Cancelling stop() (a timeout around it, a second signal) raises CancelledError in the
+    caller, also at its first step, while it waits for the fetch task to end."""
     (tp,) = harness.topic(1)
     app = make_app(handler(Ledger(), "a"))
     await harness.start(app)
@@ -494,6 +494,61 @@ async def test_a_cancelled_stop_is_cancelled_even_while_it_waits_for_the_fetch_t
     stopping.cancel()
     with pytest.raises(asyncio.CancelledError):
         await stopping
+
+
+async def test_a_stop_whose_caller_gave_up_goes_on_and_a_second_stop_waits_for_it(
+    harness: Harness,
+) -> None:
+    """A host's timeout around stop() does not cut the drain short or wedge the worker: a
+    later stop() returns once the drain finished, and the record is committed."""
+    (tp,) = harness.topic(1)
+    release = asyncio.Event()
+
+    async def slow(number: int, ctx: EventContext) -> None:
+        await release.wait()
+
+    app = make_app(handler(Ledger(), "a", slow), config=fast(drain_timeout=10.0))
+    await harness.start(app)
+    await harness.publish(1)
+    await eventually(app.worker.busy, "the record is running")
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(app.stop(), 0.1)
+    release.set()
+    clean = await stop_within(app, 5.0)
+
+    assert clean
+    assert not app.running
+    assert harness.committed(tp) == 1
+
+
+async def test_an_assignment_arriving_during_the_shutdown_drain_starts_no_lane(
+    harness: Harness,
+) -> None:
+    """A rebalance that completes while stop() drains (the client still runs) makes no lane
+    that would outlive the worker."""
+    tp, other = harness.topic(2)
+    release = asyncio.Event()
+
+    async def slow(number: int, ctx: EventContext) -> None:
+        await release.wait()
+
+    app = make_app(handler(Ledger(), "a", slow))
+    await harness.start(app)
+    await harness.publish(1, key=key_for(tp.partition, 2))
+    await eventually(app.worker.busy, "the record is running")
+    worker = app.worker
+    await worker.on_partitions_revoked(frozenset({other}))
+
+    stopping = asyncio.create_task(app.stop())
+    await asyncio.sleep(0.05)  # stop() is draining the running record
+    await worker.on_partitions_assigned(frozenset({other}))
+    release.set()
+    assert await stopping
+
+    lanes = [t for t in asyncio.all_tasks() if t.get_name().startswith("eventkit-lane")]
+    assert [t for t in lanes if not t.done()] == []
+    assert other not in worker.owned()
 
 
 async def test_a_full_buffer_pauses_the_partition_and_every_record_still_runs_in_order(
