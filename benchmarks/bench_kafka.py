@@ -461,7 +461,7 @@ def report_repeat(repeat: int, figures: dict[str, Figures]) -> None:
 
 
 def report_medians(runs: list[dict[str, Figures]]) -> None:
-    """Median rate, CPU per record and per-repeat ratio of each mode; eventkit against the target."""
+    """Median rate, CPU per record and per-repeat ratio of each mode, and eventkit's verdict."""
     rates = "".join(f"{statistics.median(r[m].rate for r in runs):>14,.0f}" for m in MODES)
     ratios = {m: statistics.median(r[m].rate / r["raw"].rate for r in runs) for m in MODES[1:]}
     print(f"{'median':<8}{rates}" + "".join(f"{ratio:>18.2f}" for ratio in ratios.values()))
