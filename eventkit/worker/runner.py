@@ -76,7 +76,11 @@ async def _start(
         await asyncio.gather(starting, return_exceptions=True)
         await app.abort()
         return ExitCode.CLEAN  # nothing was consumed
-    signalled.cancel()
+    if signalled.done():
+        # the start finished in the same turn as a signal arrived: keep the signal for _serve
+        signals.put_nowait(signalled.result())
+    else:
+        signalled.cancel()
     error = starting.exception()
     if error is None:
         return None
