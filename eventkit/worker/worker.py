@@ -37,7 +37,8 @@ class Worker:
     ``config.max_in_flight`` records run at once.
 
     - The fetch task only polls, queues records into lanes and starts commits; backpressure
-      and deferred records pause partitions, so polling never stops (R2).
+      and deferred records pause partitions, so polling never stops (R2). After a poll that
+      returned records it yields once, so lanes take what was fetched before the next poll.
     - Commits carry explicit offsets of each partition's finished prefix (R3).
     - On revoke: the lanes stop starting records, in-flight ones drain up to a deadline, the
       rest are cancelled and their claims released, the prefix is committed, then the
@@ -200,6 +201,11 @@ class Worker:
                 else:
                     lane.enqueue(records)
             self.committer.maybe_commit(self._lanes.keys())
+            if batches:
+                # a poll that had records does not suspend: give the lanes a turn before the
+                # next, so the rest of a fetch waits in the client as bytes, not as Python
+                # objects that every garbage collection pass would scan
+                await asyncio.sleep(0)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         # the fetch loop and background tasks run until stop; ending earlier is a failure

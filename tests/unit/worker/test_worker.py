@@ -664,3 +664,25 @@ async def test_commits_stop_at_an_unfinished_record_and_never_go_backwards(
     assert all(value is None or value <= 5 for value in before_release), before_release
     known = [value for value in history if value is not None]
     assert known == sorted(known), f"a commit went backwards: {history}"
+
+
+async def test_lanes_run_between_polls_so_a_backlog_is_not_pulled_in_all_at_once(
+    harness: Harness,
+) -> None:
+    """With 2000 records waiting and a handler that never suspends, the fetch loop still lets
+    the lane run after each poll: at most two polls' worth of records are fetched and not
+    finished at any time, far below max_buffered (the rest waits in the consumer)."""
+    (tp,) = harness.topic(1)
+    ledger = Ledger()
+    consumer = harness.consumer()
+    held: list[int] = []
+
+    async def hook(number: int, ctx: EventContext) -> None:
+        held.append(consumer.position(tp) - number)  # fetched and not finished
+
+    app = make_app(handler(ledger, "a", hook), config=fast(max_buffered=5000, max_records=50))
+    await harness.publish(2000)
+    await harness.start(app, consumer=consumer)
+    await eventually(lambda: harness.committed(tp) == 2000, "committed to the end")
+    assert ledger.ran("a") == list(range(2000))
+    assert max(held) <= 2 * 50, f"up to {max(held)} records were fetched ahead"
