@@ -152,9 +152,9 @@ class Lane:
         queue = self._queue
         for index in range(min(max(limit, 0), len(queue))):
             item = queue[index]
-            if item.__class__ is not Delivery:
+            if not isinstance(item, Delivery):
                 # the delivery the claim is attached to is the one that will run
-                queue[index] = Delivery(cast("Record", item), self.upcoming)
+                queue[index] = Delivery(item, self.upcoming)
         return cast("Iterator[Delivery]", islice(queue, 0, max(limit, 0)))
 
     @property
@@ -230,10 +230,8 @@ class Lane:
                         return
                     holding = True
                 item = queue.popleft()
-                # a class check, not isinstance: records never subclass Delivery
-                delivery = (
-                    item if item.__class__ is Delivery else Delivery(cast("Record", item), upcoming)
-                )
+                # isinstance narrows the type with no call at run time (typing.cast is one)
+                delivery = item if isinstance(item, Delivery) else Delivery(item, upcoming)
                 self.current = delivery
                 outcome = await dispatch(delivery)
                 if outcome is _DEFERRED and not await self._retry_deferred(delivery):
