@@ -28,6 +28,7 @@ CLIENT_LIBRARIES = (
 ADAPTER_PATTERNS = (
     "eventkit/transports/kafka*.py",
     "eventkit/idempotency/redis*.py",
+    "eventkit/embedded_*.py",
     "eventkit/integrations/*",
     "eventkit/observability/*",
     "eventkit/cli*.py",

@@ -1,0 +1,226 @@
+"""The Lua scripts of ``RedisIdempotencyStore``: every R4 state transition, atomic in Redis.
+
+Key layout: one hash per idempotency key, at ``storage_key(key)``, with the fields of the
+in-memory store's entry::
+
+    tok   lease token (absent when no lease was taken or it was completed or released)
+    ld    lease deadline, ms on the Redis server's clock
+    att   handler starts counted (attempts)
+    rid   replay id of the lease (absent for an original delivery)
+    rt    until when a free key keeps its attempts, ms (lease end + attempts TTL)
+    out   outcome once done: ``handled`` or ``dead_lettered``
+    ph    payload hash recorded with the outcome
+    dd    done deadline, ms
+    r:ID  one field per completed replay id ``ID``
+
+Completed replays live in the same hash, not in a second key: one key per event needs no
+hash tag (``storage_key`` has none), cannot half-expire, and goes with one ``PEXPIREAT``.
+
+Time is ``redis.call('TIME')``, never a client's clock (Redis 7 replicates script effects, so
+TIME is allowed before writes). A key's state is derived from the deadlines exactly as
+``memory._Entry`` does; each script then sets ``PEXPIREAT`` to the moment the in-memory store
+would drop the entry (or deletes it), so Redis forgets keys when the in-memory store would.
+"""
+
+from __future__ import annotations
+
+# Shared by every script: the clock, reading an entry, its state and its expiry.
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- integers as digits: Lua numbers are doubles and must never be sent in exponent form
+local function int(n)
+  return string.format('%.0f', n)
+end
+
+local function load(key)
+  local v = redis.call('HMGET', key, 'tok', 'ld', 'att', 'rid', 'rt', 'out', 'ph', 'dd')
+  return {
+    found = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6] or v[7] or v[8]) and true or false,
+    tok = v[1], ld = tonumber(v[2]) or 0, att = tonumber(v[3]) or 0, rid = v[4],
+    rt = tonumber(v[5]) or 0, out = v[6], ph = v[7], dd = tonumber(v[8]) or 0,
+  }
+end
+
+local function fresh()
+  return {found = false, tok = false, ld = 0, att = 0, rid = false, rt = 0, out = false,
+          ph = false, dd = 0}
+end
+
+local function leased(e, now)
+  return e.tok and now < e.ld
+end
+
+local function is_done(e, now)
+  return e.out and now < e.dd
+end
+
+local function alive(e, now)
+  if leased(e, now) then return true end
+  -- a done record past its TTL takes the whole key with it, attempts and replays too
+  if e.out then return now < e.dd end
+  return e.att > 0 and now < e.rt
+end
+
+local function held(e, token, now)
+  return e.tok == token and now < e.ld
+end
+
+-- the key lives exactly as long as alive() holds: until the latest deadline that keeps it
+local function expire(key, e, now)
+  local at = 0
+  if e.tok then at = e.ld end
+  if e.out then
+    at = math.max(at, e.dd)
+  elseif e.att > 0 then
+    at = math.max(at, e.rt)
+  end
+  if at > now then
+    redis.call('PEXPIREAT', key, int(at))
+  else
+    redis.call('DEL', key)
+  end
+end
+"""
+
+#: Claim a whole chunk in one call.
+#:
+#: KEYS: the storage keys, in request order (a key may repeat: the second is BUSY).
+#: ARGV[1]: lease, ms; ARGV[2]: attempts TTL, ms; ARGV[3]: the call's token secret;
+#: ARGV[3 + i]: the replay id of KEYS[i], ``-`` for none or ``+`` followed by the id.
+#: Reply: one array per key, in request order:
+#: ``{1, attempts}`` CLAIMED with token ``secret .. '-' .. (i - 1)``;
+#: ``{2, attempts, ms left on the lease}`` BUSY;
+#: ``{3, attempts, outcome, payload hash}`` DUPLICATE.
+CLAIM = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local lease = tonumber(ARGV[1])
+local attempts_ttl = tonumber(ARGV[2])
+local secret = ARGV[3]
+local replies = {}
+for i, key in ipairs(KEYS) do
+  local arg = ARGV[3 + i]
+  local replay = false
+  if string.sub(arg, 1, 1) == '+' then replay = string.sub(arg, 2) end
+  local e = load(key)
+  if e.found and not alive(e, now) then
+    redis.call('DEL', key)
+    e = fresh()
+  end
+  if leased(e, now) then
+    replies[i] = {2, e.att, e.ld - now}
+  elseif is_done(e, now) and (not replay or e.out ~= 'dead_lettered'
+      or redis.call('HEXISTS', key, 'r:' .. replay) == 1) then
+    replies[i] = {3, e.att, e.out, e.ph}
+  else
+    if is_done(e, now) and e.rid ~= replay then
+      -- a new replay starts its own attempt count; the same replay after a crash keeps it
+      e.att = 0
+    end
+    e.tok = secret .. '-' .. (i - 1)
+    e.ld = now + lease
+    e.rt = e.ld + attempts_ttl
+    redis.call('HSET', key, 'tok', e.tok, 'ld', int(e.ld), 'att', int(e.att), 'rt', int(e.rt))
+    if replay then
+      redis.call('HSET', key, 'rid', replay)
+    elseif e.rid then
+      redis.call('HDEL', key, 'rid')
+    end
+    expire(key, e, now)
+    replies[i] = {1, e.att}
+  end
+end
+return replies
+"""
+)
+
+#: Count one handler start under a live lease.
+#:
+#: KEYS[1]: the storage key; ARGV[1]: the lease token.
+#: Reply: the attempts including this start, or -1 if the token holds no live lease.
+START = (
+    _PRELUDE
+    + """
+local key = KEYS[1]
+local now = now_ms()
+local e = load(key)
+if not held(e, ARGV[1], now) then return -1 end
+e.att = redis.call('HINCRBY', key, 'att', 1)
+expire(key, e, now)
+return e.att
+"""
+)
+
+#: Extend a live lease.
+#:
+#: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: lease, ms;
+#: ARGV[3]: attempts TTL, ms.
+#: Reply: 1 if renewed, 0 if the token holds no live lease.
+RENEW = (
+    _PRELUDE
+    + """
+local key = KEYS[1]
+local now = now_ms()
+local e = load(key)
+if not held(e, ARGV[1], now) then return 0 end
+e.ld = now + tonumber(ARGV[2])
+e.rt = e.ld + tonumber(ARGV[3])
+redis.call('HSET', key, 'ld', int(e.ld), 'rt', int(e.rt))
+expire(key, e, now)
+return 1
+"""
+)
+
+#: Mark the key done with its outcome, ending the lease.
+#:
+#: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: the outcome (``handled`` or
+#: ``dead_lettered``, checked by the client); ARGV[3]: the payload hash; ARGV[4]: done TTL, ms.
+#: Reply: 1 if done, 0 if the token holds no live lease.
+COMPLETE = (
+    _PRELUDE
+    + """
+local key = KEYS[1]
+local now = now_ms()
+local e = load(key)
+if not held(e, ARGV[1], now) then return 0 end
+if e.rid then
+  -- this replay id may never claim the key again
+  redis.call('HSET', key, 'r:' .. e.rid, 1)
+end
+e.tok = false
+e.out = ARGV[2]
+e.dd = now + tonumber(ARGV[4])
+redis.call('HDEL', key, 'tok')
+redis.call('HSET', key, 'out', e.out, 'ph', ARGV[3], 'dd', int(e.dd))
+expire(key, e, now)
+return 1
+"""
+)
+
+#: Give a live lease up, keeping the attempts (a replay lease leaves the key done).
+#:
+#: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: attempts TTL, ms.
+#: Reply: 1 if released, 0 if the token holds no live lease.
+RELEASE = (
+    _PRELUDE
+    + """
+local key = KEYS[1]
+local now = now_ms()
+local e = load(key)
+if not held(e, ARGV[1], now) then return 0 end
+e.tok = false
+e.rt = now + tonumber(ARGV[2])
+redis.call('HDEL', key, 'tok')
+redis.call('HSET', key, 'rt', int(e.rt))
+-- a key released before any start is deleted here: nothing is left to remember
+expire(key, e, now)
+return 1
+"""
+)
+
+__all__ = ["CLAIM", "COMPLETE", "RELEASE", "RENEW", "START"]
