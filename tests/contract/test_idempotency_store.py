@@ -171,6 +171,25 @@ async def test_start_after_lease_expired_raises_lease_lost(store_harness: StoreH
         await store_harness.store.start("k", token)
 
 
+async def test_a_started_key_whose_lease_expired_refuses_its_old_token_everywhere(
+    store_harness: StoreHarness,
+) -> None:
+    """A key that was started keeps its attempts after its lease ends, but the old token no
+    longer starts, renews, completes or releases it, and a new claim takes it over."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert await store.start("k", token) == 1
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    with pytest.raises(LeaseLostError):
+        await store.start("k", token)
+    assert not await store.renew("k", token, store_harness.lease)
+    assert not await store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+    assert not await store.release("k", token)
+    taken_over = await claim(store_harness, "k")
+    assert taken_over.status is ClaimStatus.CLAIMED
+    assert taken_over.attempts == 1
+
+
 async def test_start_of_unknown_key_raises_lease_lost(store_harness: StoreHarness) -> None:
     """Starting a key that was never claimed raises LeaseLostError."""
     with pytest.raises(LeaseLostError):
