@@ -12,6 +12,9 @@ from eventkit.codecs.limits import DecodeLimits
 from eventkit.deadletters import DeadLetterPublisher, default_dead_letter_topic
 from eventkit.dispatcher import Dispatcher, build_dispatcher
 from eventkit.errors import ConfigurationError, PublisherNotStartedError
+from eventkit.idempotency.memory import InMemoryIdempotencyStore
+from eventkit.idempotency.redis_settings import SCHEMES, RedisSettings
+from eventkit.keys import namespace_for
 from eventkit.middleware.route import UnknownEventPolicy
 from eventkit.publisher import EventPublisher
 from eventkit.retry import RetryPolicy
@@ -21,11 +24,16 @@ from eventkit.worker import Worker, WorkerConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from typing import TypeAlias
 
+    from eventkit.idempotency.redis_connect import RedisConnection
     from eventkit.middleware.observe import RecordObserver
     from eventkit.pipeline import Middleware
     from eventkit.ports import Clock, Consumer, IdempotencyStore, Publisher
     from eventkit.testing import TestBus
+
+    #: What ``EventApp.start(store=...)`` accepts.
+    StoreOption: TypeAlias = IdempotencyStore | RedisSettings | str | None
 
 SEVEN_DAYS = 7 * 24 * 3600.0
 
@@ -190,11 +198,15 @@ class EventApp(Router):
             observers=observers,
         )
 
+    def idempotent_handlers(self) -> list[str]:
+        """The names of the handlers with idempotency on: they need an idempotency store."""
+        return sorted(spec.name for spec in self if self.policies.idempotent(spec))
+
     async def start(
         self,
         transport: Transport | str | None = None,
         *,
-        store: IdempotencyStore | None,
+        store: StoreOption,
         consumer: Consumer | None = None,
         publisher: Publisher | None = None,
         clock: Clock | None = None,
@@ -206,8 +218,18 @@ class EventApp(Router):
         ``transport`` is a URL (``kafka://HOST:PORT``, ``memory://NAME``; see
         ``eventkit.transports.connect``) or a ``Transport``; its topic check runs first, so
         a missing source or dead-letter topic fails here. Alternatively pass ``consumer`` and
-        ``publisher`` directly (no topic check). ``store`` may be ``None`` only when no
-        handler is idempotent.
+        ``publisher`` directly (no topic check).
+
+        ``store`` is the idempotency store:
+
+        - a ``redis://`` or ``rediss://`` URL, or ``RedisSettings``: the app connects, runs
+          the start-up checks (``eventkit.idempotency.redis_connect``; a failure is a
+          ``ConfigurationError``) before consuming, and closes the connection in ``stop``
+          and ``abort``, or at once if the start fails; ``app.redis`` is the connection;
+        - ``"memory"``: a new ``InMemoryIdempotencyStore``, chosen explicitly (this process
+          only: keys are lost on exit and not shared);
+        - a store object, which the caller owns (opens and closes);
+        - ``None`` or ``"none"``: allowed only when no handler is idempotent.
         """
         if self._running is not None:
             raise ConfigurationError(f"app {self.service!r} is running already")
@@ -219,12 +241,74 @@ class EventApp(Router):
             consumer, publisher = transport.consumer, transport.publisher
         if consumer is None or publisher is None:
             raise ConfigurationError("start() needs a transport, or a consumer and a publisher")
-        if store is None and any(self.policies.idempotent(spec) for spec in self):
+        clock = clock or SystemClock()
+        chosen = _store_choice(store, clock)
+        if chosen is None and self.idempotent_handlers():
             raise ConfigurationError(
-                "idempotency is on but no idempotency store was given; pass one, or turn "
+                f"idempotency is on for {self.idempotent_handlers()} but no idempotency store "
+                'was given; pass store= a redis:// URL (or "memory", explicitly), or turn '
                 "idempotency off (idempotency=False) explicitly"
             )
-        clock = clock or SystemClock()
+        # a bad app fails before any connection is opened
+        self.validate()
+        redis: RedisConnection | None = None
+        if isinstance(chosen, RedisSettings):
+            redis = await self._open_redis(chosen)
+            chosen = redis.store
+        try:
+            self._running = await self._launch(
+                transport=transport,
+                consumer=consumer,
+                publisher=publisher,
+                store=chosen,
+                clock=clock,
+                rng=rng,
+                observers=observers,
+                redis=redis,
+            )
+        except BaseException:
+            if redis is not None:
+                await redis.close()
+            raise
+
+    async def _open_redis(self, settings: RedisSettings) -> RedisConnection:
+        # imported here: redis is loaded only by processes that use the Redis store
+        from eventkit.idempotency import redis_connect  # noqa: PLC0415
+
+        redis = await redis_connect.open_redis_store(settings)
+        try:
+            await redis_connect.log_startup(
+                redis,
+                namespace=namespace_for(self.service, self.group_id),
+                lease_seconds=self.policies.lease_seconds,
+                done_ttls=self._done_ttls(),
+            )
+        except BaseException:
+            await redis.close()
+            raise
+        return redis
+
+    def _done_ttls(self) -> dict[str, float]:
+        """The done-TTL of each idempotent event type (the longest, if handlers differ)."""
+        ttls: dict[str, float] = {}
+        for spec in self:
+            if self.policies.idempotent(spec):
+                ttl = self.policies.ttl_for(spec)
+                ttls[spec.event_type] = max(ttl, ttls.get(spec.event_type, ttl))
+        return ttls
+
+    async def _launch(
+        self,
+        *,
+        transport: Transport | None,
+        consumer: Consumer,
+        publisher: Publisher,
+        store: IdempotencyStore | None,
+        clock: Clock,
+        rng: random.Random | None,
+        observers: Sequence[RecordObserver],
+        redis: RedisConnection | None,
+    ) -> _Running:
         dispatcher = self.build(
             publisher=publisher, store=store, clock=clock, rng=rng, observers=observers
         )
@@ -247,10 +331,10 @@ class EventApp(Router):
         except BaseException:
             await publisher.stop()
             raise
-        self._running = _Running(worker, dispatcher, publisher)
+        return _Running(worker, dispatcher, publisher, redis)
 
     async def stop(self) -> bool:
-        """Drain, commit, stop consuming and publishing; ``True`` if everything finished.
+        """Drain, commit, stop consuming and publishing, close Redis; ``True`` if all finished.
 
         If ``stop`` itself is cancelled the app stays running, so ``abort`` can still end it.
         """
@@ -258,13 +342,21 @@ class EventApp(Router):
         if running is None:
             return True
         clean = await running.worker.stop()
-        await running.publisher.stop()
+        try:
+            await running.publisher.stop()
+        finally:
+            # last: the drain above still completes and releases keys in the store
+            if running.redis is not None:
+                await running.redis.close()
         # cleared only now: a stop cancelled before this point can still be aborted
         self._running = None
         return clean
 
     async def abort(self) -> None:
-        """Stop consuming at once, without draining or committing; then stop publishing."""
+        """Stop consuming at once, without draining or committing; then stop publishing.
+
+        A Redis connection the app opened is closed too.
+        """
         running = self._running
         if running is None:
             return
@@ -272,11 +364,24 @@ class EventApp(Router):
         try:
             await running.worker.abort()
         finally:
-            await running.publisher.stop()
+            try:
+                await running.publisher.stop()
+            finally:
+                if running.redis is not None:
+                    await running.redis.close()
 
     @property
     def running(self) -> bool:
         return self._running is not None
+
+    @property
+    def redis(self) -> RedisConnection | None:
+        """The Redis connection the app opened from ``store=`` a URL or ``RedisSettings``.
+
+        ``None`` when the app is not running or the store was not opened by the app. Its
+        ``memory_used()`` is for alerting and metrics.
+        """
+        return None if self._running is None else self._running.redis
 
     @property
     def worker(self) -> Worker:
@@ -309,3 +414,21 @@ class _Running:
     worker: Worker
     dispatcher: Dispatcher
     publisher: Publisher
+    redis: RedisConnection | None
+
+
+def _store_choice(store: StoreOption, clock: Clock) -> IdempotencyStore | RedisSettings | None:
+    """The store ``start(store=...)`` names: an object, settings to open, or none."""
+    if not isinstance(store, str):
+        return store
+    if store == "none":
+        return None
+    if store == "memory":
+        return InMemoryIdempotencyStore(clock)
+    scheme = store.partition("://")[0]
+    if scheme in SCHEMES:
+        return RedisSettings.from_url(store)
+    # the value may be a mistyped URL with a password: show its scheme only
+    raise ConfigurationError(
+        f"unknown idempotency store {scheme!r}: use none, memory, or a redis:// or rediss:// URL"
+    )

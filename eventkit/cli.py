@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import importlib
 import logging
 import sys
@@ -12,9 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from eventkit.app import EventApp
-from eventkit.clock import SystemClock
 from eventkit.errors import ConfigurationError
-from eventkit.idempotency import InMemoryIdempotencyStore
+from eventkit.idempotency.redis_settings import SCHEMES, RedisSettings
 from eventkit.worker.runner import ExitCode, run
 
 cli = typer.Typer(
@@ -25,11 +23,7 @@ cli = typer.Typer(
 )
 
 
-class StoreChoice(enum.StrEnum):
-    """Where idempotency keys live."""
-
-    NONE = "none"  # only valid when no handler is idempotent
-    MEMORY = "memory"  # this process only: keys are lost on exit and not shared
+STORE_OPTION = "--idempotency-store (EVENTKIT_IDEMPOTENCY_STORE)"
 
 
 @cli.callback()
@@ -48,12 +42,17 @@ def worker(
         ),
     ] = "kafka://localhost:9092",
     idempotency_store: Annotated[
-        StoreChoice,
+        str,
         typer.Option(
             envvar="EVENTKIT_IDEMPOTENCY_STORE",
-            help="Idempotency store; 'memory' keeps keys in this process only.",
+            help=(
+                "Idempotency store: redis://[USER:PASSWORD@]HOST:PORT/DB[?option=value...] "
+                "(rediss:// for TLS); 'memory' keeps keys in this process only; 'none' only "
+                "if no handler is idempotent. Prefer the variable for URLs with a password."
+            ),
+            show_default=True,
         ),
-    ] = StoreChoice.NONE,
+    ] = "none",
     factory: Annotated[
         bool, typer.Option(help="APP_PATH names a function that returns the app.")
     ] = False,
@@ -72,7 +71,13 @@ def worker(
     )
     try:
         app = load_app(app_path, factory=factory)
-        store = _store(idempotency_store)
+        store = parse_store(idempotency_store)
+        if store is None and app.idempotent_handlers():
+            raise ConfigurationError(
+                f"handlers {app.idempotent_handlers()} are idempotent but {STORE_OPTION} is "
+                "none: set it to a redis:// URL, or to memory to keep keys in this process "
+                "only, or turn idempotency off in the app"
+            )
         code = asyncio.run(run(app, broker, store=store))
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -103,10 +108,27 @@ def load_app(path: str, *, factory: bool = False) -> EventApp:
     return target
 
 
-def _store(choice: StoreChoice) -> InMemoryIdempotencyStore | None:
-    if choice is StoreChoice.MEMORY:
-        return InMemoryIdempotencyStore(SystemClock())
-    return None
+def parse_store(value: str) -> RedisSettings | str | None:
+    """The ``--idempotency-store`` value as ``EventApp.start(store=...)`` takes it.
+
+    ``none`` is ``None``, ``memory`` stays ``"memory"``, a ``redis://`` or ``rediss://`` URL
+    becomes ``RedisSettings``. Anything else is a ``ConfigurationError`` naming the option.
+    """
+    choice = value.strip()
+    if choice.lower() == "none":
+        return None
+    if choice.lower() == "memory":
+        return "memory"
+    scheme = choice.partition("://")[0]
+    if scheme not in SCHEMES:
+        # the value may be a mistyped URL with a password: show its scheme only
+        raise ConfigurationError(
+            f"{STORE_OPTION} must be none, memory, or a redis:// or rediss:// URL, not {scheme!r}"
+        )
+    try:
+        return RedisSettings.from_url(choice)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{STORE_OPTION}: {exc}") from None
 
 
 def main() -> None:

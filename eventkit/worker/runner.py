@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 from eventkit.errors import ConfigurationError, EventkitError
 
 if TYPE_CHECKING:
-    from eventkit.app import EventApp
-    from eventkit.ports import IdempotencyStore
+    from eventkit.app import EventApp, StoreOption
     from eventkit.transports.url import Transport
 
 logger = logging.getLogger("eventkit.runner")
@@ -40,10 +39,12 @@ class ExitCode(enum.IntEnum):
     ABORTED = 4  # a second signal: stopped at once without draining or committing
 
 
-async def run(
-    app: EventApp, transport: Transport | str, *, store: IdempotencyStore | None
-) -> ExitCode:
-    """Start ``app``, run until a stop signal or a failure, then stop it; return the exit code."""
+async def run(app: EventApp, transport: Transport | str, *, store: StoreOption) -> ExitCode:
+    """Start ``app``, run until a stop signal or a failure, then stop it; return the exit code.
+
+    ``store`` is what ``EventApp.start`` takes: a store, ``RedisSettings``, a ``redis://``
+    URL, ``"memory"`` or ``None``.
+    """
     loop = asyncio.get_running_loop()
     signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
     for signum in STOP_SIGNALS:
@@ -62,7 +63,7 @@ async def run(
 async def _start(
     app: EventApp,
     transport: Transport | str,
-    store: IdempotencyStore | None,
+    store: StoreOption,
     signals: asyncio.Queue[signal.Signals],
 ) -> ExitCode | None:
     """Start ``app``; ``None`` once it runs, else the exit code (a signal, a failed start)."""
