@@ -41,6 +41,7 @@ CATCHING_TESTS = {
         "test_complete_after_lease_expired_is_refused",
         "test_complete_twice_is_refused",
         "test_released_token_no_longer_works",
+        "test_a_started_key_whose_lease_expired_refuses_its_old_token_everywhere",
     },
 }
 
