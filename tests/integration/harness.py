@@ -64,14 +64,24 @@ class ProbeSetup:
         return env
 
 
-class WorkerProcess:
-    """``eventkit worker tests.integration.probe_app:app`` in a child process."""
+PROBE_APP = "tests.integration.probe_app:app"
 
-    def __init__(self, env: dict[str, str], output: Path) -> None:
+
+class WorkerProcess:
+    """``eventkit worker APP ARGS...`` (the probe app by default) in a child process."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        output: Path,
+        *,
+        app: str = PROBE_APP,
+        args: list[str] | None = None,
+    ) -> None:
         self._output_path = output
         self._output: IO[bytes] = output.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "eventkit", "worker", "tests.integration.probe_app:app"],
+            [sys.executable, "-m", "eventkit", "worker", app, *(args or [])],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

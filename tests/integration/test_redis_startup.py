@@ -11,11 +11,8 @@ import asyncio
 import logging
 import shlex
 import signal
-import subprocess
-import sys
-import time
 import uuid
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio
@@ -30,7 +27,7 @@ from eventkit.transports import memory_broker
 from eventkit.transports.kafka_publisher import KafkaPublisher
 from eventkit.worker.runner import ExitCode
 from tests.brokers import client_settings, create_topic, kafka_url
-from tests.integration.harness import REPO_ROOT, ProbeLog, ProbeSetup, wait_for
+from tests.integration.harness import ProbeLog, ProbeSetup, WorkerProcess, wait_for
 from tests.integration.probe_app import PROBE_EVENT, Probe
 
 if TYPE_CHECKING:
@@ -243,42 +240,6 @@ async def test_a_kafka_app_with_a_redis_url_skips_the_second_delivery_and_closes
 # --- eventkit worker --idempotency-store ------------------------------------------------------
 
 
-class Worker:
-    """``eventkit worker`` of the idempotent probe app in a child process."""
-
-    def __init__(self, args: list[str], env: dict[str, str], output: Path) -> None:
-        self._output_path = output
-        self._output: IO[bytes] = output.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "eventkit", "worker", IDEMPOTENT_APP, *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def exit_code(self, timeout: float = WAIT) -> int:  # noqa: ASYNC109
-        """Wait for the process to exit and return its status."""
-        deadline = time.monotonic() + timeout
-        while self.process.poll() is None:
-            if time.monotonic() > deadline:
-                self.process.kill()
-                raise AssertionError(f"worker did not exit:\n{self.output()}")
-            await asyncio.sleep(0.02)  # polling a child process
-        return self.process.returncode
-
-    def output(self) -> str:
-        self._output.flush()
-        return self._output_path.read_text(errors="replace")[-6000:]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._output.close()
-
-
 @pytest.fixture
 def setup(kafka_bootstrap: str, tmp_path: Path) -> ProbeSetup:
     suffix = uuid.uuid4().hex[:8]
@@ -293,10 +254,11 @@ def setup(kafka_bootstrap: str, tmp_path: Path) -> ProbeSetup:
 @pytest.fixture
 def spawn(setup: ProbeSetup, tmp_path: Path) -> Iterator[Any]:
     """Start idempotent probe workers; every one still alive is killed at teardown."""
-    started: list[Worker] = []
+    started: list[WorkerProcess] = []
 
-    def start(*args: str, **env: str) -> Worker:
-        worker = Worker(list(args), setup.env(**env), tmp_path / f"worker-{len(started)}.out")
+    def start(*args: str, **env: str) -> WorkerProcess:
+        output = tmp_path / f"worker-{len(started)}.out"
+        worker = WorkerProcess(setup.env(**env), output, app=IDEMPOTENT_APP, args=list(args))
         started.append(worker)
         return worker
 
