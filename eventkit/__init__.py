@@ -30,6 +30,7 @@ from eventkit.errors import (
     UndecodableRecordError,
     UnroutableEventError,
 )
+from eventkit.idempotency.effects import RedisEffects
 from eventkit.middleware.observe import RecordObserver
 from eventkit.middleware.route import UnknownEventPolicy
 from eventkit.middleware.timeout import HandlerTimeoutError
@@ -70,6 +71,7 @@ __all__ = [
     "PublishError",
     "PublisherNotStartedError",
     "RecordObserver",
+    "RedisEffects",
     "RetryPolicy",
     "RetryableError",
     "Router",

@@ -13,6 +13,11 @@ import sys
 
 #: Every named point, with where it is.
 KNOWN_POINTS = {
+    "after_claim": "idempotency claims were granted, before any of their handlers started",
+    "before_done": "a handler returned (or its record was dead-lettered), before its DONE "
+    "mark and staged effects are written",
+    "after_done": "a DONE mark (with its staged effects) was written, before the record's "
+    "offset is committed",
     "before_commit": "records finished and a commit of them is about to be sent",
     "revoke_drain": "a revoke is draining records still in flight",
 }
@@ -23,6 +28,9 @@ CRASH_EXIT_CODE = 86
 _armed = os.environ.get("EVENTKIT_CRASH_POINT") or None
 if _armed is not None and _armed not in KNOWN_POINTS:
     raise RuntimeError(f"EVENTKIT_CRASH_POINT={_armed!r} names no crash point")
+
+#: The armed point, if any: hot paths test this once instead of calling ``crash_point``.
+ARMED = _armed
 
 
 def crash_point(name: str) -> None:

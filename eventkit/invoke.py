@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventkit.context import EventContext
 from eventkit.envelope import EventEnvelope
+from eventkit.idempotency.effects import effects_for
 from eventkit.outcomes import Outcome
 from eventkit.signature import ParamKind
 
@@ -44,17 +45,22 @@ def handler_call(spec: HandlerSpec, publisher: EventPublisher | None) -> Handler
     params = spec.signature.params
     kinds = tuple(param.kind for param in params)
     keyword_only = any(param.keyword_only for param in params)
+    atomic = spec.options.atomic_effects
 
     # the common shapes get a direct call; the general one builds its arguments per record
     if kinds == (ParamKind.PAYLOAD,) and not keyword_only:
         return lambda delivery: func(delivery.payload)
-    if kinds == (ParamKind.PAYLOAD, ParamKind.CONTEXT) and not keyword_only:
+    if kinds == (ParamKind.PAYLOAD, ParamKind.CONTEXT) and not keyword_only and not atomic:
         return lambda delivery: func(delivery.payload, EventContext(delivery, publisher))
 
     getters: dict[ParamKind, Callable[[Delivery], Any]] = {
         ParamKind.PAYLOAD: lambda delivery: delivery.payload,
         ParamKind.ENVELOPE: envelope_of,
-        ParamKind.CONTEXT: lambda delivery: EventContext(delivery, publisher),
+        # a context per attempt: its publish count restarts, so retried ids repeat
+        ParamKind.CONTEXT: lambda delivery: EventContext(
+            delivery, publisher, deterministic_ids=atomic
+        ),
+        ParamKind.EFFECTS: effects_for,
     }
     positional = tuple(getters[param.kind] for param in params if not param.keyword_only)
     named = tuple((param.name, getters[param.kind]) for param in params if param.keyword_only)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import msgspec
 
 from eventkit.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from eventkit.idempotency.effects import Effect
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -175,6 +178,32 @@ class IdempotencyStore(Protocol):
 
     async def release(self, key: str, token: str) -> bool:
         """Give the key up so that a later delivery claims it again."""
+        ...
+
+
+class EffectsStore(IdempotencyStore, Protocol):
+    """An idempotency store that can apply an atomic-effect handler's staged writes with its
+    DONE mark, as one atomic unit (R4, atomic-effect mode).
+
+    ``supports_effects`` is ``False`` where that cannot hold (Redis Cluster): atomic-effect
+    handlers are then refused at start-up.
+    """
+
+    supports_effects: bool
+
+    async def complete_with_effects(
+        self,
+        key: str,
+        token: str,
+        payload_hash: str,
+        ttl_seconds: float,
+        effects: Sequence[Effect],
+    ) -> bool:
+        """Apply ``effects`` and mark the key done as ``HANDLED``, both or neither.
+
+        ``False``, nothing applied, if ``token`` lost the lease; ``EffectsRefusedError``,
+        nothing applied, for writes that cannot all be applied.
+        """
         ...
 
 

@@ -53,12 +53,19 @@ class HandlerOptions:
     idempotency_ttl: float | None = None
     timeout: float | None = None
     ordering: Ordering | None = None
+    #: staged Redis writes applied with DONE, deterministic ids for published events
+    atomic_effects: bool = False
 
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigurationError("handler timeout must be positive")
         if self.idempotency_ttl is not None and self.idempotency_ttl <= 0:
             raise ConfigurationError("handler idempotency_ttl must be positive")
+        if self.atomic_effects and self.idempotent is not True:
+            raise ConfigurationError(
+                "atomic_effects=True applies a handler's writes with its DONE mark, so it "
+                "needs idempotency on for that handler (idempotent=True)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +106,15 @@ class Router:
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
         ordering: Ordering | str | None = None,
+        atomic_effects: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated async function for ``event_type`` on ``topic``.
+
+        ``atomic_effects=True`` (atomic-effect mode, ``docs/atomic-effects.md``): the
+        handler stages Redis writes on a ``RedisEffects`` parameter and they are applied
+        with its DONE mark as one unit; events it publishes get deterministic ids. It turns
+        idempotency on for the handler, whatever the app's default; ``idempotent=False``
+        with it is an error.
 
         Fails at once (at import time) with ``DuplicateHandlerError`` when the
         ``(topic, event_type)`` pair is already taken, and with ``ConfigurationError`` when
@@ -113,16 +127,25 @@ class Router:
             raise ConfigurationError("event_type must not be empty")
         if not event_type.isprintable():
             raise ConfigurationError(f"event_type {event_type!r} has control characters")
+        if atomic_effects and idempotent is None:
+            # the writes ride on the DONE mark: an app-wide idempotency=False cannot drop it
+            idempotent = True
         options = HandlerOptions(
             retry=retry,
             idempotent=idempotent,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
             ordering=parse_enum(Ordering, ordering, "ordering") if ordering is not None else None,
+            atomic_effects=atomic_effects,
         )
 
         def register(func: F) -> F:
             signature = inspect_handler(func)
+            if signature.wants_effects and not atomic_effects:
+                raise ConfigurationError(
+                    f"handler {func.__qualname__} takes RedisEffects, which only an "
+                    "atomic-effect handler receives: register it with atomic_effects=True"
+                )
             payload_type = signature.payload_type
             decoder = envelope_decoder = None
             if payload_type is not None:

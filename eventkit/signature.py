@@ -11,6 +11,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from eventkit.context import EventContext
 from eventkit.envelope import EventEnvelope
 from eventkit.errors import ConfigurationError
+from eventkit.idempotency.effects import RedisEffects
 
 HandlerFunc = Callable[..., Awaitable[Any]]
 
@@ -21,6 +22,8 @@ class ParamKind(enum.Enum):
     PAYLOAD = "payload"
     ENVELOPE = "envelope"
     CONTEXT = "context"
+    #: the ``RedisEffects`` of an atomic-effect handler's attempt
+    EFFECTS = "effects"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +46,16 @@ class HandlerSignature:
     def wants_context(self) -> bool:
         return any(param.kind is ParamKind.CONTEXT for param in self.params)
 
+    @property
+    def wants_effects(self) -> bool:
+        return any(param.kind is ParamKind.EFFECTS for param in self.params)
+
 
 def inspect_handler(func: HandlerFunc) -> HandlerSignature:
     """Read a handler's parameters; anything the dispatcher cannot fill is a ``ConfigurationError``.
 
-    A parameter typed ``EventContext`` receives the context, one typed ``EventEnvelope[T]``
+    A parameter typed ``EventContext`` receives the context, one typed ``RedisEffects`` the
+    attempt's staged writes (atomic-effect handlers only), one typed ``EventEnvelope[T]``
     the whole envelope (with ``data`` of type ``T``), and at most one other parameter the
     payload, decoded to its annotation.
     """
@@ -72,6 +80,9 @@ def inspect_handler(func: HandlerFunc) -> HandlerSignature:
         keyword_only = param.kind is param.KEYWORD_ONLY
         if annotation is EventContext:
             params.append(HandlerParam(param.name, ParamKind.CONTEXT, keyword_only))
+            continue
+        if annotation is RedisEffects:
+            params.append(HandlerParam(param.name, ParamKind.EFFECTS, keyword_only))
             continue
         if annotation is EventEnvelope or get_origin(annotation) is EventEnvelope:
             kind = ParamKind.ENVELOPE

@@ -14,11 +14,15 @@ import msgspec
 from eventkit._mutation import is_planted
 from eventkit.clock import SystemClock
 from eventkit.errors import LeaseLostError, StoreUnavailableError
+from eventkit.idempotency.effects import check_effects
+from eventkit.idempotency.memory_effects import MemoryEffectsTarget
 from eventkit.outcomes import Outcome
 from eventkit.ports import Claim, ClaimRequest, ClaimStatus, Clock
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from eventkit.idempotency.effects import Effect
 
 # an Enum member read through its class costs ~80 ns on CPython 3.11, a module global ~20
 _CLAIMED = ClaimStatus.CLAIMED
@@ -84,6 +88,9 @@ class InMemoryIdempotencyStore:
       and in a sweep after as many claims as there are keys (at least ``sweep_every``), so
       memory stays bounded at a constant cost per claim.
 
+    - ``complete_with_effects`` applies staged writes to ``effects_target`` (a
+      ``MemoryEffectsTarget`` on the store's clock) and marks the key done, both or neither.
+
     ``set_unavailable(True)`` is a fault-injection switch for tests and the in-memory bus:
     every store call then raises ``StoreUnavailableError``, as an unreachable Redis would.
     """
@@ -95,7 +102,11 @@ class InMemoryIdempotencyStore:
         "_entries",
         "_sweep_every",
         "_unavailable",
+        "effects_target",
     )
+
+    #: atomic-effect handlers may run on this store (``EffectsStore``)
+    supports_effects = True
 
     def __init__(
         self,
@@ -114,6 +125,8 @@ class InMemoryIdempotencyStore:
         self._claims_since_sweep = 0
         self._entries: dict[str, _Entry] = {}
         self._unavailable = False
+        #: where ``complete_with_effects`` writes; tests read the effects back from it
+        self.effects_target = MemoryEffectsTarget(self._clock)
 
     def set_unavailable(self, unavailable: bool) -> None:
         """Fault injection: while on, every store call raises ``StoreUnavailableError``."""
@@ -204,14 +217,32 @@ class InMemoryIdempotencyStore:
                 return False
             # planted bug: a stale or foreign token overwrites whatever holds the key
             entry = self._entries.setdefault(key, _Entry())
-        if entry.lease_replay_id is not None:
-            if entry.completed_replays is None:
-                entry.completed_replays = set()
-            entry.completed_replays.add(entry.lease_replay_id)
-        entry.outcome = outcome
-        entry.payload_hash = payload_hash
-        entry.done_deadline = now + ttl_seconds
-        entry.token = None
+        _mark_done(entry, outcome, payload_hash, now + ttl_seconds)
+        return True
+
+    async def complete_with_effects(
+        self,
+        key: str,
+        token: str,
+        payload_hash: str,
+        ttl_seconds: float,
+        effects: Sequence[Effect],
+    ) -> bool:
+        """Apply ``effects`` and mark the key done as ``HANDLED``, both or neither.
+
+        ``False`` (nothing applied) if the token lost the lease. Raises
+        ``EffectsRefusedError`` (nothing applied, the lease kept) for writes that cannot all
+        be applied.
+        """
+        self._check_available()
+        _check_positive("ttl_seconds", ttl_seconds)
+        check_effects(effects)
+        now = self._clock.monotonic()
+        entry = self._held(key, token, now)
+        if entry is None:
+            return False
+        self.effects_target.apply(effects)
+        _mark_done(entry, Outcome.HANDLED, payload_hash, now + ttl_seconds)
         return True
 
     async def release(self, key: str, token: str) -> bool:
@@ -295,6 +326,19 @@ class InMemoryIdempotencyStore:
     def _check_available(self) -> None:
         if self._unavailable:
             raise StoreUnavailableError("the in-memory store is switched to unavailable")
+
+
+def _mark_done(entry: _Entry, outcome: Outcome, payload_hash: str, deadline: float) -> None:
+    """End the lease of ``entry`` with its outcome, until ``deadline``."""
+    if entry.lease_replay_id is not None:
+        if entry.completed_replays is None:
+            entry.completed_replays = set()
+        # this replay id may never claim the key again
+        entry.completed_replays.add(entry.lease_replay_id)
+    entry.outcome = outcome
+    entry.payload_hash = payload_hash
+    entry.done_deadline = deadline
+    entry.token = None
 
 
 def _check_positive(name: str, seconds: float) -> None:

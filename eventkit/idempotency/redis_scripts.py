@@ -223,4 +223,140 @@ return 1
 """
 )
 
-__all__ = ["CLAIM", "COMPLETE", "RELEASE", "RENEW", "START"]
+#: Apply an atomic-effect handler's staged writes and mark the key done as ``handled``, as
+#: one unit: the token is checked first, then every write is checked against what the keys
+#: hold (types and counters, simulated in order) before the first write, since Redis never
+#: rolls a script back; a refused batch writes nothing.
+#:
+#: KEYS[1]: the storage key; KEYS[2..]: the keys the writes touch.
+#: ARGV[1]: the lease token; ARGV[2]: the payload hash; ARGV[3]: done TTL, ms; then one group
+#: per write, in order: the command, the index of its key in KEYS, the argument count ``n``,
+#: and ``n`` arguments.
+#: Reply: 1 if applied and done, 0 if the token holds no live lease (nothing applied); an
+#: error reply starting ``EFFECTS`` if the writes were refused (nothing applied).
+COMPLETE_WITH_EFFECTS = (
+    _PRELUDE
+    + """
+local MAX = 9007199254740991
+-- the type each command needs its key to have, or to be missing
+local NEEDS = {INCRBY = 'string', HSET = 'hash', HINCRBY = 'hash', HDEL = 'hash',
+               SADD = 'set', SREM = 'set', RPUSH = 'list', LPUSH = 'list',
+               SET = false, DEL = false, PEXPIRE = false}
+
+local function integer(x)
+  if not x then return 0 end
+  if string.len(x) > 17 then return nil end
+  if x ~= '0' and not string.match(x, '^-?[1-9]%d*$') then return nil end
+  local n = tonumber(x)
+  if n > MAX or n < -MAX then return nil end
+  return n
+end
+
+local function refuse(why)
+  return redis.error_reply('EFFECTS ' .. why)
+end
+
+local key = KEYS[1]
+local now = now_ms()
+local e = load(key)
+if not held(e, ARGV[1], now) then return 0 end
+
+-- decode the writes
+local writes = {}
+local i = 4
+while i <= #ARGV do
+  local cmd, k, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  if NEEDS[cmd] == nil then return refuse('command not allowed: ' .. cmd) end
+  if not k or k == key or not n or i + 2 + n > #ARGV then return refuse('malformed write') end
+  local args = {}
+  for j = 1, n do args[j] = ARGV[i + 2 + j] end
+  writes[#writes + 1] = {cmd = cmd, key = k, args = args}
+  i = i + 3 + n
+end
+
+-- check every write against the keys as the earlier writes leave them; nothing written yet
+local state = {}
+local function sim(k)
+  local s = state[k]
+  if not s then
+    s = {t = redis.call('TYPE', k)['ok'], known = false, v = false, f = {}, cleared = false}
+    state[k] = s
+  end
+  return s
+end
+local function value(k, s)
+  if not s.known then
+    if s.t == 'string' then s.v = redis.call('GET', k) else s.v = false end
+    s.known = true
+  end
+  return s.v
+end
+local function field(k, s, name)
+  local v = s.f[name]
+  if v == nil then
+    if s.t == 'hash' and not s.cleared then v = redis.call('HGET', k, name) else v = false end
+    s.f[name] = v
+  end
+  return v
+end
+for _, w in ipairs(writes) do
+  local s, a, cmd = sim(w.key), w.args, w.cmd
+  local needs = NEEDS[cmd]
+  if needs and s.t ~= needs and s.t ~= 'none' then
+    return refuse('WRONGTYPE ' .. cmd .. ' on a ' .. s.t)
+  end
+  if cmd == 'SET' or cmd == 'DEL' then
+    if cmd == 'SET' then
+      if not (#a == 1 or (#a == 3 and a[2] == 'PX' and (integer(a[3]) or 0) > 0)) then
+        return refuse('malformed SET')
+      end
+      s.t, s.v = 'string', a[1]
+    else
+      s.t, s.v = 'none', false
+    end
+    s.known, s.f, s.cleared = true, {}, true
+  elseif cmd == 'PEXPIRE' then
+    if #a ~= 1 or (integer(a[1]) or 0) <= 0 then return refuse('malformed PEXPIRE') end
+  elseif cmd == 'INCRBY' then
+    local cur, step = integer(value(w.key, s)), integer(a[1])
+    if #a ~= 1 or not cur or not step then return refuse('INCRBY of no integer') end
+    if math.abs(cur + step) > MAX then return refuse('INCRBY out of range') end
+    s.t, s.v, s.known = 'string', int(cur + step), true
+  elseif cmd == 'HINCRBY' then
+    if #a ~= 2 then return refuse('malformed HINCRBY') end
+    local cur, step = integer(field(w.key, s, a[1])), integer(a[2])
+    if not cur or not step then return refuse('HINCRBY of no integer') end
+    if math.abs(cur + step) > MAX then return refuse('HINCRBY out of range') end
+    s.t, s.f[a[1]] = 'hash', int(cur + step)
+  elseif cmd == 'HSET' then
+    if #a < 2 or #a % 2 ~= 0 then return refuse('malformed HSET') end
+    for j = 1, #a, 2 do s.f[a[j]] = a[j + 1] end
+    s.t = 'hash'
+  elseif #a < 1 then
+    return refuse('malformed ' .. cmd)
+  elseif cmd == 'HDEL' then
+    -- the type stays: a hash emptied here may be gone, and the check stays strict
+    for j = 1, #a do s.f[a[j]] = false end
+  elseif cmd ~= 'SREM' then
+    s.t = needs
+  end
+end
+
+-- apply, then mark done exactly as COMPLETE does
+for _, w in ipairs(writes) do
+  redis.call(w.cmd, w.key, unpack(w.args))
+end
+if e.rid then
+  redis.call('HSET', key, 'r:' .. e.rid, 1)
+end
+e.tok = false
+e.out = 'handled'
+e.dd = now + tonumber(ARGV[3])
+redis.call('HDEL', key, 'tok')
+redis.call('HSET', key, 'out', e.out, 'ph', ARGV[2], 'dd', int(e.dd))
+expire(key, e, now)
+return 1
+"""
+)
+
+__all__ = ["CLAIM", "COMPLETE", "COMPLETE_WITH_EFFECTS", "RELEASE", "RENEW", "START"]

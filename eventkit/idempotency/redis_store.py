@@ -24,8 +24,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from eventkit.errors import LeaseLostError, StoreUnavailableError
+from eventkit.errors import ConfigurationError, LeaseLostError, StoreUnavailableError
 from eventkit.idempotency import redis_scripts
+from eventkit.idempotency.effects import EffectsRefusedError, check_effects
 from eventkit.idempotency.memory import DEFAULT_ATTEMPTS_TTL, DONE_OUTCOMES
 from eventkit.keys import storage_key
 from eventkit.outcomes import Outcome
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from redis.asyncio import Redis
+
+    from eventkit.idempotency.effects import Effect
 
 #: Redis errors that mean "not reachable or not answering now", never a bug in a script.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -61,7 +64,9 @@ class _Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, client: Redis, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def __call__(
+        self, client: Redis, keys: Sequence[str], args: Sequence[str | int | bytes]
+    ) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -75,6 +80,7 @@ _START = _Script(redis_scripts.START)
 _RENEW = _Script(redis_scripts.RENEW)
 _COMPLETE = _Script(redis_scripts.COMPLETE)
 _RELEASE = _Script(redis_scripts.RELEASE)
+_COMPLETE_WITH_EFFECTS = _Script(redis_scripts.COMPLETE_WITH_EFFECTS)
 
 
 class RedisIdempotencyStore:
@@ -91,17 +97,33 @@ class RedisIdempotencyStore:
     ``client`` is a ``redis.asyncio.Redis``; its socket timeout and retry settings bound how
     long a call waits on a stalled server. Free keys keep their attempts for
     ``attempts_ttl_seconds`` after their last lease ended.
+
+    ``complete_with_effects`` (atomic-effect mode) applies staged writes with the DONE mark
+    in one script; it needs every key in one node, so ``supports_effects`` is ``False`` on
+    Redis Cluster (pass ``supports_effects=False``, or set the attribute once the connection
+    code found a cluster) and atomic-effect handlers are then refused at start-up.
     """
 
-    __slots__ = ("_attempts_ttl_ms", "_client")
+    __slots__ = ("_attempts_ttl_ms", "_client", "supports_effects")
 
     def __init__(
-        self, client: Redis, *, attempts_ttl_seconds: float = DEFAULT_ATTEMPTS_TTL
+        self,
+        client: Redis,
+        *,
+        attempts_ttl_seconds: float = DEFAULT_ATTEMPTS_TTL,
+        supports_effects: bool = True,
     ) -> None:
         if attempts_ttl_seconds <= 0:
             raise ValueError("attempts_ttl_seconds must be positive")
         self._client = client
         self._attempts_ttl_ms = _milliseconds(attempts_ttl_seconds)
+        #: whether atomic-effect handlers may run on this store: a single node or Sentinel
+        self.supports_effects = supports_effects
+
+    @property
+    def client(self) -> Redis:
+        """The Redis client the store calls (tests read effects back through it)."""
+        return self._client
 
     async def claim(self, requests: Sequence[ClaimRequest], lease_seconds: float) -> list[Claim]:
         """Claim every key in one script call; answers are in request order.
@@ -148,12 +170,51 @@ class RedisIdempotencyStore:
         args: list[str | int] = [token, outcome.value, payload_hash, _milliseconds(ttl_seconds)]
         return bool(await self._run(_COMPLETE, [storage_key(key)], args))
 
+    async def complete_with_effects(
+        self,
+        key: str,
+        token: str,
+        payload_hash: str,
+        ttl_seconds: float,
+        effects: Sequence[Effect],
+    ) -> bool:
+        """Apply ``effects`` and mark the key done as ``HANDLED`` in one script call.
+
+        ``False`` (nothing applied) if the token lost the lease. Raises
+        ``EffectsRefusedError`` (nothing applied, the lease kept) for writes that are not
+        allowed or cannot all be applied, and ``ConfigurationError`` on a store that does
+        not support effects (Redis Cluster).
+        """
+        if not self.supports_effects:
+            raise ConfigurationError("this Redis store does not support atomic effects")
+        _check_positive("ttl_seconds", ttl_seconds)
+        # refused before the call: only allowed, well-formed commands ever reach the script
+        check_effects(effects)
+        keys = [storage_key(key)]
+        index: dict[str, int] = {}
+        args: list[str | int | bytes] = [token, payload_hash, _milliseconds(ttl_seconds)]
+        for command, target, arguments in effects:
+            position = index.get(target)
+            if position is None:
+                keys.append(target)
+                position = index[target] = len(keys)
+            args.extend((command, position, len(arguments)))
+            args.extend(arguments)
+        try:
+            return bool(await self._run(_COMPLETE_WITH_EFFECTS, keys, args))
+        except ResponseError as error:
+            if str(error).startswith("EFFECTS "):
+                raise EffectsRefusedError(str(error).removeprefix("EFFECTS ")) from error
+            raise
+
     async def release(self, key: str, token: str) -> bool:
         """Give the lease up, keeping attempts; ``False`` if the token lost the lease."""
         args: list[str | int] = [token, self._attempts_ttl_ms]
         return bool(await self._run(_RELEASE, [storage_key(key)], args))
 
-    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def _run(
+        self, script: _Script, keys: Sequence[str], args: Sequence[str | int | bytes]
+    ) -> Any:
         try:
             return await script(self._client, keys, args)
         except UNAVAILABLE_ERRORS as error:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from eventkit.errors import LeaseLostError, StoreUnavailableError
+from eventkit import _crashpoints
+from eventkit._crashpoints import crash_point
+from eventkit.errors import ConfigurationError, LeaseLostError, StoreUnavailableError
+from eventkit.idempotency.effects import EffectsRefusedError, RedisEffects
 from eventkit.keys import key_prefix, payload_hash
 from eventkit.middleware.retry import stray_cancel
 from eventkit.outcomes import Outcome
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from eventkit.delivery import Delivery
     from eventkit.middleware.route import DirectCall
     from eventkit.pipeline import Middleware, Next
-    from eventkit.ports import Claim, Clock, IdempotencyStore
+    from eventkit.ports import Claim, Clock, EffectsStore, IdempotencyStore
     from eventkit.routing import HandlerSpec
 
 
@@ -53,6 +56,10 @@ class IdempotencyGuard:
     key seen twice in a chunk is claimed once; the second delivery claims after the first
     finished (and is then a duplicate). A key held by another lane of this worker is waited
     for, not deferred. ``DONE`` is written by this guard, token-checked, never by a handler.
+
+    For an atomic-effect handler the guard also hands each attempt a fresh ``RedisEffects``
+    (``stage_effects``) and writes the successful attempt's staged writes with the DONE mark,
+    in one ``complete_with_effects`` call.
     """
 
     def __init__(
@@ -85,6 +92,8 @@ class IdempotencyGuard:
         self._prefixes: dict[str, str] = {}
         # observed seconds per handler call, to size chunks so they finish within the lease
         self._pace = 0.001
+        # the staged writes of each atomic-effect delivery's latest attempt, until DONE
+        self._staged: dict[Delivery, RedisEffects] = {}
 
     def key_of(self, delivery: Delivery) -> str:
         """The idempotency key of a decoded delivery (``keys.event_key``), made once."""
@@ -140,6 +149,8 @@ class IdempotencyGuard:
             claimed.claim = claim
             if claim.status is _CLAIMED:
                 held[claimed.idempotency_key or ""] = claimed
+        if _crashpoints.ARMED is not None and any(c.status is _CLAIMED for c in claims):
+            crash_point("after_claim")
 
     async def _claim_one(self, delivery: Delivery) -> Claim:
         key = self.key_of(delivery)
@@ -148,6 +159,8 @@ class IdempotencyGuard:
         delivery.claim = claim
         if claim.status is _CLAIMED:
             self._held[key] = delivery
+        if _crashpoints.ARMED is not None and claim.status is _CLAIMED:
+            crash_point("after_claim")
         return claim
 
     def _let_go(self, key: str, delivery: Delivery) -> None:
@@ -201,6 +214,11 @@ class IdempotencyGuard:
         monotonic = self._clock.monotonic
         store = self.store
         running = self._running
+        atomic = spec.options.atomic_effects
+        if atomic:
+            self._check_effects_store(spec)
+        # read once: an unarmed process pays nothing for the crash points
+        crashing = _crashpoints.ARMED is not None
 
         def wrap(next_: Next) -> Next:  # noqa: PLR0915
             async def run(delivery: Delivery) -> Outcome:  # noqa: PLR0912, PLR0915
@@ -267,15 +285,76 @@ class IdempotencyGuard:
                 event = delivery.event
                 digest = payload_hash(event.data) if event is not None else ""
                 delivery.unrecorded = outcome
+                if crashing:
+                    crash_point("before_done")
                 # StoreUnavailableError propagates: the record is deferred and comes back
-                if not await store.complete(key, token, outcome, digest, ttl):
+                if atomic:
+                    recorded = await self._complete_atomic(
+                        delivery, outcome, key=key, token=token, digest=digest, ttl=ttl
+                    )
+                    if not recorded and outcome is _HANDLED:
+                        # nothing was applied: finishing the record would lose its effect,
+                        # so it is claimed again (a duplicate if another owner finished it)
+                        counts.lease_lost += 1
+                        delivery.unrecorded = None
+                        await self._give_up(delivery)
+                        return _DEFERRED
+                else:
+                    recorded = await store.complete(key, token, outcome, digest, ttl)
+                if not recorded:
                     counts.lease_lost += 1  # the effect happened, the mark did not
+                if crashing:
+                    crash_point("after_done")
                 self._recorded(delivery, key)
                 return outcome
 
             return run
 
         return wrap
+
+    def stage_effects(self, delivery: Delivery) -> RedisEffects:
+        """A fresh ``RedisEffects`` for the attempt of ``delivery`` about to run; the
+        previous attempt's writes are dropped (and sealed, so a stray task cannot add more)."""
+        effects = RedisEffects()
+        previous = self._staged.get(delivery)
+        if previous is not None:
+            previous.seal()
+        self._staged[delivery] = effects
+        return effects
+
+    def _check_effects_store(self, spec: HandlerSpec) -> None:
+        """Refuse, at start-up, an atomic-effect handler on a store that cannot apply its
+        writes with DONE as one unit."""
+        if getattr(self.store, "supports_effects", False) is not True:
+            raise ConfigurationError(
+                f"handler {spec.name} uses atomic effects (atomic_effects=True), but the "
+                f"idempotency store {type(self.store).__name__} cannot apply them atomically "
+                "with the DONE mark; atomic effects need a single Redis node or a Sentinel "
+                "primary (never Redis Cluster) or the in-memory store"
+            )
+
+    async def _complete_atomic(
+        self, delivery: Delivery, outcome: Outcome, *, key: str, token: str, digest: str, ttl: float
+    ) -> bool:
+        """DONE for an atomic-effect handler: with its staged writes if it was handled.
+
+        Writes the store refuses are never applied: the claim is released and
+        ``EffectsRefusedError`` propagates (the record is dead-lettered).
+        """
+        store = cast("EffectsStore", self.store)
+        if outcome is not _HANDLED:
+            # a dead-lettered record's attempts all failed: none of their writes land
+            self._staged.pop(delivery, None)
+            return await store.complete(key, token, outcome, digest, ttl)
+        staged = self._staged.get(delivery)
+        # sealed before the call: a write staged after the handler returned is an error
+        effects = staged.seal() if staged is not None else ()
+        try:
+            return await store.complete_with_effects(key, token, digest, ttl, effects)
+        except EffectsRefusedError:
+            delivery.unrecorded = None
+            await self._give_up(delivery)
+            raise
 
     async def _not_claimed(self, delivery: Delivery, claim: Claim) -> Outcome | None:
         """Settle a claim answered BUSY or DUPLICATE; ``None`` once the key was claimed after
@@ -311,6 +390,8 @@ class IdempotencyGuard:
         delivery.claim = None
         delivery.lease_keeper = None
         self._running.pop(delivery, None)
+        if self._staged:
+            self._staged.pop(delivery, None)
         if self._held.get(key) is delivery:
             del self._held[key]
             if self._waiters:
@@ -329,6 +410,9 @@ class IdempotencyGuard:
         delivery.claim = None
         delivery.lease_keeper = None
         self._running.pop(delivery, None)
+        if self._staged:
+            # a released attempt's writes never land; the next delivery stages its own
+            self._staged.pop(delivery, None)
         if claim is None or claim.token is None:
             return
         key = self.key_of(delivery)

@@ -7,17 +7,24 @@ The last section holds checks of the in-memory adapter's own test seams.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from eventkit.errors import LeaseLostError, StoreUnavailableError
 from eventkit.fakeclock import FakeClock
-from eventkit.idempotency import InMemoryIdempotencyStore
+from eventkit.idempotency import InMemoryIdempotencyStore, RedisIdempotencyStore
+from eventkit.idempotency.effects import (
+    MAX_SAFE_INTEGER,
+    Effect,
+    EffectsRefusedError,
+    RedisEffects,
+)
 from eventkit.outcomes import Outcome
 from eventkit.ports import Claim, ClaimRequest, ClaimStatus
 
 if TYPE_CHECKING:
+    from eventkit.ports import EffectsStore
     from tests.contract.conftest import StoreHarness
 
 HASH = "sha256:payload-a"
@@ -430,6 +437,231 @@ async def test_crashed_replay_keeps_its_attempts(store_harness: StoreHarness) ->
     await store_harness.pass_time(store_harness.lease * 1.5)
     assert (await claim(store_harness, "k")).status is ClaimStatus.DUPLICATE
     assert (await claim(store_harness, "k", replay_id="r1")).attempts == 1
+
+
+# --- complete with effects (atomic-effect mode) ---------------------------------------------
+
+
+def effects_store(harness: StoreHarness) -> EffectsStore:
+    """The harness's store as an ``EffectsStore``: both adapters support effects."""
+    store = harness.store
+    assert isinstance(store, InMemoryIdempotencyStore | RedisIdempotencyStore)
+    assert store.supports_effects
+    return store
+
+
+class Keyspace:
+    """Reads back what staged writes left, from Redis or from the in-memory target."""
+
+    def __init__(self, harness: StoreHarness) -> None:
+        self._store = harness.store
+
+    async def get(self, key: str) -> bytes | None:
+        if isinstance(self._store, InMemoryIdempotencyStore):
+            return self._store.effects_target.get(key)
+        assert isinstance(self._store, RedisIdempotencyStore)
+        return cast("bytes | None", await self._store.client.get(key))
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        if isinstance(self._store, InMemoryIdempotencyStore):
+            return self._store.effects_target.hgetall(key)
+        assert isinstance(self._store, RedisIdempotencyStore)
+        return cast("dict[bytes, bytes]", await self._store.client.hgetall(key))
+
+    async def smembers(self, key: str) -> set[bytes]:
+        if isinstance(self._store, InMemoryIdempotencyStore):
+            return self._store.effects_target.smembers(key)
+        assert isinstance(self._store, RedisIdempotencyStore)
+        return cast("set[bytes]", await self._store.client.smembers(key))
+
+    async def lrange(self, key: str) -> list[bytes]:
+        if isinstance(self._store, InMemoryIdempotencyStore):
+            return self._store.effects_target.lrange(key)
+        assert isinstance(self._store, RedisIdempotencyStore)
+        return cast("list[bytes]", await self._store.client.lrange(key, 0, -1))
+
+    async def ttl(self, key: str) -> float | None:
+        if isinstance(self._store, InMemoryIdempotencyStore):
+            return self._store.effects_target.ttl(key)
+        assert isinstance(self._store, RedisIdempotencyStore)
+        ms = await self._store.client.pttl(key)
+        return ms / 1000 if ms >= 0 else None
+
+
+def counting(amount: int = 1) -> tuple[Effect, ...]:
+    """Writes that count one event."""
+    effects = RedisEffects()
+    effects.incrby("count", amount)
+    effects.sadd("seen", "e1")
+    return effects.seal()
+
+
+async def seed(harness: StoreHarness, effects: RedisEffects) -> None:
+    """Write ``effects`` through a key of their own, so tests start from given data."""
+    token = await claimed_token(harness, "seed")
+    assert await effects_store(harness).complete_with_effects(
+        "seed", token, HASH, harness.ttl, effects.seal()
+    )
+
+
+async def test_complete_with_effects_applies_the_writes_and_marks_done(
+    store_harness: StoreHarness,
+) -> None:
+    """The writes land exactly when DONE is written: the key is then a handled duplicate."""
+    store = effects_store(store_harness)
+    token = await claimed_token(store_harness, "k")
+    await store.start("k", token)
+    assert await store.complete_with_effects("k", token, HASH, store_harness.ttl, counting())
+    keys = Keyspace(store_harness)
+    assert await keys.get("count") == b"1"
+    assert await keys.smembers("seen") == {b"e1"}
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.DUPLICATE
+    assert answer.outcome is Outcome.HANDLED
+    assert answer.payload_hash == HASH
+
+
+async def test_complete_with_effects_after_takeover_applies_nothing(
+    store_harness: StoreHarness,
+) -> None:
+    """A stale token (its lease expired and was taken over) writes nothing, returns False."""
+    store = effects_store(store_harness)
+    stale = await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    fresh = await claimed_token(store_harness, "k")
+    assert not await store.complete_with_effects("k", stale, HASH, store_harness.ttl, counting())
+    assert await Keyspace(store_harness).get("count") is None
+    assert await store.complete_with_effects("k", fresh, HASH, store_harness.ttl, counting())
+    assert await Keyspace(store_harness).get("count") == b"1"
+
+
+async def test_complete_with_effects_after_the_lease_expired_applies_nothing(
+    store_harness: StoreHarness,
+) -> None:
+    """An expired lease nobody took over still refuses its token: nothing applied."""
+    store = effects_store(store_harness)
+    token = await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    assert not await store.complete_with_effects("k", token, HASH, store_harness.ttl, counting())
+    assert await Keyspace(store_harness).get("count") is None
+    assert (await claim(store_harness, "k")).status is ClaimStatus.CLAIMED
+
+
+async def test_complete_with_effects_twice_applies_once(store_harness: StoreHarness) -> None:
+    """A repeated call (a reply lost, the call sent again) finds the key done: no second write."""
+    store = effects_store(store_harness)
+    token = await claimed_token(store_harness, "k")
+    assert await store.complete_with_effects("k", token, HASH, store_harness.ttl, counting())
+    assert not await store.complete_with_effects("k", token, HASH, store_harness.ttl, counting())
+    assert await Keyspace(store_harness).get("count") == b"1"
+
+
+async def test_writes_of_a_released_lease_never_land(store_harness: StoreHarness) -> None:
+    """A failed attempt releases its lease: its token can no longer apply its writes."""
+    store = effects_store(store_harness)
+    token = await claimed_token(store_harness, "k")
+    await store.start("k", token)
+    assert await store.release("k", token)
+    assert not await store.complete_with_effects("k", token, HASH, store_harness.ttl, counting())
+    assert await Keyspace(store_harness).get("count") is None
+
+
+async def test_a_write_that_cannot_apply_refuses_the_whole_batch(
+    store_harness: StoreHarness,
+) -> None:
+    """An INCRBY of a non-integer late in the batch: no earlier write lands, the lease holds."""
+    given = RedisEffects()
+    given.set("name", "not a number")
+    given.hset("table", {"f": "v"})
+    await seed(store_harness, given)
+    store = effects_store(store_harness)
+    token = await claimed_token(store_harness, "k")
+    for bad in ("INCRBY", "SADD"):
+        effects = RedisEffects()
+        effects.set("first", "x")
+        effects.incrby("count")
+        if bad == "INCRBY":
+            effects.incrby("name")
+        else:
+            effects.sadd("table", "m")  # a hash is no set
+        with pytest.raises(EffectsRefusedError):
+            await store.complete_with_effects("k", token, HASH, store_harness.ttl, effects.seal())
+    keys = Keyspace(store_harness)
+    assert await keys.get("first") is None
+    assert await keys.get("count") is None
+    assert await store.complete_with_effects("k", token, HASH, store_harness.ttl, counting())
+    assert await keys.get("count") == b"1"
+
+
+async def test_a_command_not_allowed_is_refused_before_anything_runs(
+    store_harness: StoreHarness,
+) -> None:
+    """Only the documented write commands pass: anything else is refused, nothing applied."""
+    store = effects_store(store_harness)
+    token = await claimed_token(store_harness, "k")
+    effects = [*counting(), Effect("FLUSHALL", "count"), Effect("EVAL", "count", (b"return 1",))]
+    with pytest.raises(EffectsRefusedError, match="FLUSHALL"):
+        await store.complete_with_effects("k", token, HASH, store_harness.ttl, effects)
+    with pytest.raises(EffectsRefusedError, match="malformed"):
+        await store.complete_with_effects(
+            "k", token, HASH, store_harness.ttl, [Effect("INCRBY", "count", (b"1.5",))]
+        )
+    assert await Keyspace(store_harness).get("count") is None
+    # the lease holds: the same token then applies well-formed writes
+    assert await store.complete_with_effects("k", token, HASH, store_harness.ttl, counting())
+
+
+async def test_staged_commands_write_what_redis_writes(store_harness: StoreHarness) -> None:
+    """Each allowed command, in order, each seeing the earlier writes of its batch."""
+    given = RedisEffects()
+    given.set("gone", "x")
+    given.set("string-then-hash", "x")
+    given.hset("h", {"a": "1", "b": "2"})
+    await seed(store_harness, given)
+    effects = RedisEffects()
+    effects.set("s", "5")
+    effects.incrby("s", -7)
+    effects.set("temp", b"\x00bytes", ttl=store_harness.ttl)
+    effects.set("later", "v")
+    effects.expire("later", store_harness.ttl)
+    effects.delete("gone")
+    effects.delete("string-then-hash")
+    effects.hset("string-then-hash", {"f": "1"})
+    effects.hincrby("h", "a", 41)
+    effects.hincrby("h", "new", 2)
+    effects.hdel("h", "b")
+    effects.sadd("set", "x", "y", "z")
+    effects.srem("set", "y")
+    effects.rpush("list", "1", "2")
+    effects.lpush("list", "0", "-1")
+    store = effects_store(store_harness)
+    token = await claimed_token(store_harness, "k")
+    assert await store.complete_with_effects("k", token, HASH, store_harness.ttl, effects.seal())
+    keys = Keyspace(store_harness)
+    assert await keys.get("s") == b"-2"
+    assert await keys.get("temp") == b"\x00bytes"
+    assert await keys.get("gone") is None
+    assert await keys.hgetall("string-then-hash") == {b"f": b"1"}
+    assert await keys.hgetall("h") == {b"a": b"42", b"new": b"2"}
+    assert await keys.smembers("set") == {b"x", b"z"}
+    assert await keys.lrange("list") == [b"-1", b"0", b"1", b"2"]
+    for key in ("temp", "later"):
+        ttl = await keys.ttl(key)
+        assert ttl is not None
+        assert 0 < ttl <= store_harness.ttl
+    assert await keys.ttl("s") is None
+
+
+async def test_counters_beyond_the_exact_range_are_refused(store_harness: StoreHarness) -> None:
+    """A counter leaving +/-(2**53 - 1) is refused whole: a script cannot add it exactly."""
+    store = effects_store(store_harness)
+    token = await claimed_token(store_harness, "k")
+    effects = RedisEffects()
+    effects.incrby("count", MAX_SAFE_INTEGER)
+    effects.incrby("count", 1)
+    with pytest.raises(EffectsRefusedError):
+        await store.complete_with_effects("k", token, HASH, store_harness.ttl, effects.seal())
+    assert await Keyspace(store_harness).get("count") is None
 
 
 # --- the in-memory adapter's own seams (not part of the port) ---------------------------------

@@ -38,6 +38,7 @@ EXPECTED_ALL = [
     "PublishError",
     "PublisherNotStartedError",
     "RecordObserver",
+    "RedisEffects",
     "RetryPolicy",
     "RetryableError",
     "Router",
