@@ -166,7 +166,8 @@ class IdempotencyStore(Protocol):
         ...
 
     async def start(self, key: str, token: str) -> int:
-        """Count one handler start and return the attempts including this one."""
+        """Count one handler start, renew the lease to the length it was claimed for, and
+        return the attempts including this one."""
         ...
 
     async def renew(self, key: str, token: str, lease_seconds: float) -> bool: ...

@@ -48,6 +48,8 @@ class _Entry(msgspec.Struct, gc=False):
     attempts: int = 0
     token: str | None = None
     lease_deadline: float = 0.0
+    # the length the lease was claimed for: a handler start renews it to that again
+    lease_seconds: float = 0.0
     lease_replay_id: str | None = None
     # how long a free key remembers its attempts (crash loops end only if they are kept)
     retain_until: float = 0.0
@@ -164,6 +166,7 @@ class InMemoryIdempotencyStore:
                 entries[key] = _Entry(
                     token=token,
                     lease_deadline=deadline,
+                    lease_seconds=lease_seconds,
                     lease_replay_id=request.replay_id,
                     retain_until=retain_until,
                 )
@@ -173,15 +176,20 @@ class InMemoryIdempotencyStore:
         return claims
 
     async def start(self, key: str, token: str) -> int:
-        """Count one handler start and return the attempts including this one.
+        """Count one handler start, renew the lease to the length it was claimed for, and
+        return the attempts including this one.
 
         Raises ``LeaseLostError`` unless ``token`` holds a live lease on ``key``.
         """
         if self._unavailable:
             self._check_available()
         entry = self._entries.get(key)
-        if entry is None or entry.token != token or self._clock.monotonic() >= entry.lease_deadline:
+        now = self._clock.monotonic()
+        if entry is None or entry.token != token or now >= entry.lease_deadline:
             raise LeaseLostError(f"the lease on {key!r} is lost")
+        # a key claimed ahead may start late in its lease: the handler gets a whole one
+        entry.lease_deadline = now + entry.lease_seconds
+        entry.retain_until = entry.lease_deadline + self._attempts_ttl
         entry.attempts += 1
         return entry.attempts
 
@@ -296,6 +304,7 @@ class InMemoryIdempotencyStore:
     ) -> Claim:
         entry.token = token
         entry.lease_deadline = now + lease_seconds
+        entry.lease_seconds = lease_seconds
         entry.lease_replay_id = replay_id
         entry.retain_until = entry.lease_deadline + self._attempts_ttl
         return Claim(_CLAIMED, token=token, attempts=entry.attempts)

@@ -5,6 +5,7 @@ in-memory store's entry::
 
     tok   lease token (absent when no lease was taken or it was completed or released)
     ld    lease deadline, ms on the Redis server's clock
+    ll    the length the lease was claimed for, ms (a handler start renews it to that)
     att   handler starts counted (attempts)
     rid   replay id of the lease (absent for an original delivery)
     rt    until when a free key keeps its attempts, ms (lease end + attempts TTL)
@@ -125,7 +126,8 @@ for i, key in ipairs(KEYS) do
     e.tok = secret .. '-' .. (i - 1)
     e.ld = now + lease
     e.rt = e.ld + attempts_ttl
-    redis.call('HSET', key, 'tok', e.tok, 'ld', int(e.ld), 'att', int(e.att), 'rt', int(e.rt))
+    redis.call('HSET', key, 'tok', e.tok, 'ld', int(e.ld), 'll', int(lease), 'att', int(e.att),
+               'rt', int(e.rt))
     if replay then
       redis.call('HSET', key, 'rid', replay)
     elseif e.rid then
@@ -139,9 +141,9 @@ return replies
 """
 )
 
-#: Count one handler start under a live lease.
+#: Count one handler start under a live lease and renew the lease to its claimed length.
 #:
-#: KEYS[1]: the storage key; ARGV[1]: the lease token.
+#: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: attempts TTL, ms.
 #: Reply: the attempts including this start, or -1 if the token holds no live lease.
 START = (
     _PRELUDE
@@ -150,6 +152,13 @@ local key = KEYS[1]
 local now = now_ms()
 local e = load(key)
 if not held(e, ARGV[1], now) then return -1 end
+-- a key claimed ahead may start late in its lease: the handler gets a whole one
+local claimed_for = tonumber(redis.call('HGET', key, 'll')) or 0
+if claimed_for > 0 then
+  e.ld = now + claimed_for
+  e.rt = e.ld + tonumber(ARGV[2])
+  redis.call('HSET', key, 'ld', int(e.ld), 'rt', int(e.rt))
+end
 e.att = redis.call('HINCRBY', key, 'att', 1)
 expire(key, e, now)
 return e.att

@@ -142,11 +142,13 @@ class RedisIdempotencyStore:
         return [_claim_from(reply, f"{secret}-{index}") for index, reply in enumerate(replies)]
 
     async def start(self, key: str, token: str) -> int:
-        """Count one handler start and return the attempts including this one.
+        """Count one handler start, renew the lease to the length it was claimed for, and
+        return the attempts including this one.
 
         Raises ``LeaseLostError`` unless ``token`` holds a live lease on ``key``.
         """
-        attempts = int(await self._run(_START, [storage_key(key)], [token]))
+        args: list[str | int] = [token, self._attempts_ttl_ms]
+        attempts = int(await self._run(_START, [storage_key(key)], args))
         if attempts < 0:
             raise LeaseLostError(f"the lease on {key!r} is lost")
         return attempts

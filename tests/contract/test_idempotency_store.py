@@ -197,6 +197,19 @@ async def test_a_started_key_whose_lease_expired_refuses_its_old_token_everywher
     assert taken_over.attempts == 1
 
 
+async def test_a_start_late_in_the_lease_renews_it_to_the_length_it_was_claimed_for(
+    store_harness: StoreHarness,
+) -> None:
+    """A key claimed ahead and started three quarters into its lease gets a whole lease from
+    the start: three quarters of a lease later it still completes."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 0.75)
+    assert await store.start("k", token) == 1
+    await store_harness.pass_time(store_harness.lease * 0.75)
+    assert await store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+
+
 async def test_start_of_unknown_key_raises_lease_lost(store_harness: StoreHarness) -> None:
     """Starting a key that was never claimed raises LeaseLostError."""
     with pytest.raises(LeaseLostError):

@@ -280,3 +280,45 @@ async def test_redis_restarted_empty_lets_processing_go_on_with_nothing_lost(
     assert set(scenario.runs) == {event.event_id for event in sent}
     assert all(runs == 1 for runs in scenario.runs.values()), "no record was delivered twice"
     assert await app.stop()
+
+
+async def claimed_not_started(client: redis.asyncio.Redis) -> int:
+    """Keys under a lease whose handler has not started (Redis is the ground truth)."""
+    count = 0
+    async for name in client.scan_iter(match="eventkit:*"):
+        token, attempts = await client.hmget(name, ["tok", "att"])
+        if token is not None and int(attempts or 0) == 0:
+            count += 1
+    return count
+
+
+async def test_records_claimed_ahead_and_revoked_before_they_start_spend_no_attempt(
+    scenario: Scenario,
+) -> None:
+    """A second worker joins while the first holds claims on records it has not started: the
+    revoke releases them, whoever runs them next claims them afresh, and every event ends
+    with one run and one counted attempt."""
+
+    async def slow(event: dict[str, Any], ctx: EventContext) -> None:
+        await asyncio.sleep(0.2)
+
+    sent = [envelope(number) for number in range(30)]
+    for event in sent:
+        await scenario.publish(event)
+    first = scenario.app(slow)
+    await scenario.start(first)
+    await until(lambda: len(scenario.runs) >= 2, "the first worker under way", 30)
+    ahead = await claimed_not_started(scenario.client)
+    assert ahead >= 1, "the first worker held claims on records it had not started"
+    second = scenario.app(slow)
+    await scenario.start(second)
+    await until(scenario.committed_to_end, "every record committed", 90)
+    assert scenario.runs == Counter({event.event_id: 1 for event in sent})
+    answers = await scenario.store.claim(
+        [ClaimRequest(scenario.idempotency_key(event)) for event in sent], LEASE
+    )
+    assert {answer.status for answer in answers} == {ClaimStatus.DUPLICATE}
+    assert [answer.attempts for answer in answers] == [1] * len(sent)
+    assert first.worker.rebalances >= 1
+    assert await first.stop()
+    assert await second.stop()
