@@ -40,16 +40,24 @@ pytestmark = [pytest.mark.integration]
 
 WAIT = 30.0
 IDEMPOTENT_APP = "tests.integration.idempotent_probe_app:app"
+MAX_CLUSTER_PORT = 65535 - 10_000
 
 
-def redis_with(scratch: Path, *options: str) -> EmbeddedRedis:
+def redis_with(scratch: Path, *options: str, port: int | None = None) -> EmbeddedRedis:
     """An ``EmbeddedRedis`` whose server also gets ``options`` (they override its defaults)."""
     scratch.mkdir(parents=True, exist_ok=True)
     wrapper = scratch / "redis-server-wrapper"
     extra = " ".join(shlex.quote(option) for option in options)
     wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(find_redis_server())} "$@" {extra}\n')
     wrapper.chmod(0o755)
-    return EmbeddedRedis(binary=str(wrapper), scratch=scratch / "data")
+    return EmbeddedRedis(binary=str(wrapper), scratch=scratch / "data", port=port)
+
+
+def cluster_port() -> int:
+    """A free port a Cluster node can use: its bus listens 10,000 above, so at most 55,535."""
+    while (port := free_port()) > MAX_CLUSTER_PORT:
+        pass
+    return port
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +176,7 @@ async def test_a_redis_cluster_node_is_refused(tmp_path: Path) -> None:
     app, _ = idempotent_app()
     options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
     with (
-        redis_with(tmp_path, *options) as node,
+        redis_with(tmp_path, *options, port=cluster_port()) as node,
         pytest.raises(ConfigurationError, match="Redis Cluster"),
     ):
         await app.start(memory_url(), store=node.url)
