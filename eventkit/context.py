@@ -127,6 +127,10 @@ class EventContext:
             index = published.get(event_type, 0)
             published[event_type] = index + 1
             parent = self._delivery.idempotency_key or event.event_id
+            replay_id = self._delivery.replay_id
+            if replay_id is not None:
+                # a replay after a fix may publish other children: they must not dedup away
+                parent = f"{parent}\x1freplay\x1f{replay_id}"
             envelope = self._publisher.build(
                 event_type,
                 payload,

@@ -56,9 +56,13 @@ def payload_hash(data: bytes | msgspec.Raw) -> str:
     return hex(zlib.crc32(data))
 
 
+#: Every key eventkit keeps in a store starts with this; nothing else may write there.
+RESERVED_PREFIX = "eventkit:"
+
+
 def namespace_for(service: str, group_id: str) -> str:
     """The key prefix of one service's consumer group; a colon in a name cannot blur the two."""
-    return f"eventkit:{_escape(service)}:{_escape(group_id)}"
+    return f"{RESERVED_PREFIX}{_escape(service)}:{_escape(group_id)}"
 
 
 def _escape(name: str) -> str:

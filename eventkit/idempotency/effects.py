@@ -34,6 +34,7 @@ import re
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from eventkit.errors import ConfigurationError, NonRetryableError
+from eventkit.keys import RESERVED_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -201,10 +202,23 @@ def check_effect(effect: Effect, error: type[Exception]) -> None:
         raise error(f"{command!r} is not a command atomic effects may stage")
     if not isinstance(key, str) or not key:
         raise error(f"{command} needs a non-empty string key")
+    if not _encodable(key):
+        raise error(f"{command} key {key!r} is not valid UTF-8 text")
+    if key.startswith(RESERVED_PREFIX):
+        # idempotency keys live there: a staged write could undo another event's DONE
+        raise error(f"{command} key {key!r} is in eventkit's reserved {RESERVED_PREFIX!r} space")
     if len(args) > MAX_ARGS:
         raise error(f"{command} takes at most {MAX_ARGS} arguments")
     if not _well_formed(command, args):
         raise error(f"{command} {key!r} has malformed arguments {args!r}")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def parse_integer(value: bytes) -> int | None:

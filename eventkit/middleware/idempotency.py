@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 from eventkit import _crashpoints
 from eventkit._crashpoints import crash_point
 from eventkit.errors import ConfigurationError, LeaseLostError, StoreUnavailableError
-from eventkit.idempotency.effects import EffectsRefusedError, RedisEffects
+from eventkit.idempotency.effects import RedisEffects
 from eventkit.keys import key_prefix, payload_hash
 from eventkit.middleware.retry import stray_cancel
 from eventkit.outcomes import Outcome
@@ -347,11 +347,18 @@ class IdempotencyGuard:
             self._staged.pop(delivery, None)
             return await store.complete(key, token, outcome, digest, ttl)
         staged = self._staged.get(delivery)
+        spec = delivery.spec
+        # an attempt of a handler taking RedisEffects always staged (maybe nothing): none
+        # here would mean its writes were lost, and DONE would go without them
+        assert staged is not None or spec is None or not spec.signature.wants_effects
         # sealed before the call: a write staged after the handler returned is an error
         effects = staged.seal() if staged is not None else ()
         try:
             return await store.complete_with_effects(key, token, digest, ttl, effects)
-        except EffectsRefusedError:
+        except StoreUnavailableError:
+            raise  # deferred: the same staged writes go with the DONE when it is tried again
+        except Exception:
+            # refused, or a bug: nothing was applied; the claim must not be held forever
             delivery.unrecorded = None
             await self._give_up(delivery)
             raise

@@ -297,3 +297,92 @@ async def test_a_store_without_effects_support_is_refused_at_start_up() -> None:
     with pytest.raises(ConfigurationError, match="cannot apply them atomically"):
         async with app.testing(store=NoEffectsStore(FakeClock())):
             pass
+
+
+async def test_a_store_outage_at_done_keeps_the_staged_writes_for_the_later_done() -> None:
+    """The store is down when DONE is due: the record is deferred, the handler does not run
+    again, and the DONE written after the outage carries the same staged writes."""
+    app = EventApp("atomic-outage", retry=RetryPolicy(max_attempts=3, base_delay=0.01))
+    runs: list[int] = []
+    buses: list[Any] = []
+
+    @app.handler("ORDER_PLACED", topic="orders", atomic_effects=True)
+    async def placed(event: OrderPlaced, effects: RedisEffects) -> None:
+        runs.append(1)
+        effects.incrby("orders:count")
+        buses[0].store.set_unavailable(True)  # the outage begins as the handler returns
+
+    async with app.testing(partitions=1) as bus:
+        buses.append(bus)
+        await bus.publish("orders", "ORDER_PLACED", ORDER)
+        await bus.run_until(lambda: bus.outcomes[Outcome.DEFERRED] >= 2)
+        assert bus.store.effects_target.get("orders:count") is None, "nothing lands while down"
+        bus.store.set_unavailable(False)
+        await bus.run_until_idle()
+        assert runs == [1]
+        assert bus.outcomes[Outcome.HANDLED] == 1
+        assert bus.store.effects_target.get("orders:count") == b"1"
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [("eventkit:other:group:0123", "reserved"), ("bad\ud800key", "UTF-8")],
+)
+async def test_a_key_in_eventkits_space_or_not_utf8_is_refused_when_staged(
+    key: str, reason: str
+) -> None:
+    """Staging a write to eventkit's reserved key space (where DONE marks live) or to a key
+    that cannot be encoded fails in the handler, which is dead-lettered after its attempts;
+    nothing is written and the event's claim is not left held."""
+    app = EventApp("atomic-keys", retry=RetryPolicy(max_attempts=2, base_delay=0.01))
+    errors: list[str] = []
+
+    @app.handler("ORDER_PLACED", topic="orders", atomic_effects=True)
+    async def placed(event: OrderPlaced, effects: RedisEffects) -> None:
+        try:
+            effects.incrby(key)
+        except ValueError as exc:
+            errors.append(str(exc))
+            raise
+
+    async with app.testing(partitions=1) as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", ORDER)
+        await bus.run_until_idle()
+        assert len(errors) == 2
+        assert reason in errors[0]
+        assert bus.outcomes[Outcome.DEAD_LETTERED] == 1
+        assert bus.store.effects_target.get(key) is None
+        [claim] = await bus.store.claim([ClaimRequest(key_of(app, envelope.event_id))], 1.0)
+        assert claim.status is ClaimStatus.DUPLICATE
+        assert claim.outcome is Outcome.DEAD_LETTERED
+
+
+async def test_a_replayed_dead_letter_publishes_children_with_ids_of_its_own() -> None:
+    """An event dead-lettered after publishing a child, then replayed (``replay_id`` header)
+    once the bug is fixed: the replay's child gets a new id, so downstream does not drop it
+    as a duplicate of the failed attempts' child."""
+    app = EventApp("atomic-replay", retry=RetryPolicy(max_attempts=1))
+    fixed: list[bool] = []
+
+    @app.handler("ORDER_PLACED", topic="orders", atomic_effects=True)
+    async def placed(event: OrderPlaced, ctx: EventContext) -> None:
+        await ctx.publish("shipping", "SHIPPED", Shipped(event.order_id))
+        if not fixed:
+            raise RuntimeError("a bug, fixed before the replay")
+
+    async with app.testing(partitions=1) as bus:
+        bus.broker.create_topic("shipping")
+        envelope = await bus.publish("orders", "ORDER_PLACED", ORDER)
+        await bus.run_until_idle()
+        assert bus.outcomes[Outcome.DEAD_LETTERED] == 1
+        fixed.append(True)
+        await bus.publish("orders", "ORDER_PLACED", envelope, headers=[("replay_id", b"r1")])
+        await bus.run_until_idle()
+        assert bus.outcomes[Outcome.HANDLED] == 1
+        ids = [
+            msgspec.json.decode(record.value or b"")["event_id"]
+            for record in bus.published("shipping")
+        ]
+        assert len(ids) == 2
+        assert ids[0] == child_event_id(key_of(app, envelope.event_id), "SHIPPED", 0)
+        assert ids[1] != ids[0], "the replay's child has an id of its own"
