@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-dev
 SRC_DIRS := $(wildcard eventkit tests benchmarks examples scripts)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint typecheck test demo bench bench-quick bench-kafka clean
+.PHONY: help venv lint typecheck test demo bench bench-quick bench-kafka bench-kafka-redis clean
 
 help: ## List the targets
 	@echo "eventkit make targets:"
@@ -52,6 +52,10 @@ bench-quick: venv ## The in-memory chain benchmark; fails when over budget by mo
 
 bench-kafka: venv ## Consume 200k envelopes over Kafka (embedded Tansu): eventkit vs raw aiokafka
 	$(BIN)/python benchmarks/bench_kafka.py
+
+bench-kafka-redis: venv ## bench-kafka plus idempotency on an embedded Redis: eventkit+redis vs a hand-written claim loop, 5 repeats
+	scripts/ensure_system_deps.sh
+	$(BIN)/python benchmarks/bench_kafka.py --idempotency --repeats 5
 
 clean: ## Remove the venv, caches, coverage and test reports
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis htmlcov build dist
