@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
 PARTITIONS = 3
-EVENTS = 150
+EVENTS = 300
+#: events per second: production spans 10 s, well past a worker's join on a busy machine
+RATE = 30
 
 
 class AtomicWorker(WorkerProcess):
@@ -123,7 +125,7 @@ async def crash_and_finish(
     log = ProbeLog(setup.log)
     first = spawn(EVENTKIT_CRASH_POINT=crash_point)
     async with PacedProducer(setup.bootstrap, setup.topic) as producer:
-        producing = asyncio.create_task(producer.publish(EVENTS, rate=60))
+        producing = asyncio.create_task(producer.publish(EVENTS, rate=RATE))
         assert await first.exit_code() == CRASH_EXIT_CODE, first.output()
         assert not producing.done(), "the crash must land mid-stream"
         ran_before_crash = log.done_by(first.pid)
