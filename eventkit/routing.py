@@ -55,6 +55,8 @@ class HandlerOptions:
     ordering: Ordering | None = None
     #: staged Redis writes applied with DONE, deterministic ids for published events
     atomic_effects: bool = False
+    #: run without the store's protection while it is unreachable, instead of waiting
+    fail_open: bool = False
 
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:
@@ -65,6 +67,12 @@ class HandlerOptions:
             raise ConfigurationError(
                 "atomic_effects=True applies a handler's writes with its DONE mark, so it "
                 "needs idempotency on for that handler (idempotent=True)"
+            )
+        if self.fail_open and self.idempotent is False:
+            raise ConfigurationError("fail_open=True only changes idempotency: it needs it on")
+        if self.fail_open and self.atomic_effects:
+            raise ConfigurationError(
+                "fail_open=True cannot go with atomic_effects=True: staged writes need the store"
             )
 
 
@@ -107,6 +115,7 @@ class Router:
         timeout: float | None = None,
         ordering: Ordering | str | None = None,
         atomic_effects: bool = False,
+        fail_open: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated async function for ``event_type`` on ``topic``.
 
@@ -115,6 +124,11 @@ class Router:
         with its DONE mark as one unit; events it publishes get deterministic ids. It turns
         idempotency on for the handler, whatever the app's default; ``idempotent=False``
         with it is an error.
+
+        ``fail_open=True``: while the idempotency store is unreachable, the handler runs
+        without its protection (no claim, no start count, no DONE mark) instead of waiting
+        with its partition paused (fail-closed, the default). Only the store calls fail
+        open; the handler is never called again because the store failed.
 
         Fails at once (at import time) with ``DuplicateHandlerError`` when the
         ``(topic, event_type)`` pair is already taken, and with ``ConfigurationError`` when
@@ -137,6 +151,7 @@ class Router:
             timeout=timeout,
             ordering=parse_enum(Ordering, ordering, "ordering") if ordering is not None else None,
             atomic_effects=atomic_effects,
+            fail_open=fail_open,
         )
 
         def register(func: F) -> F:

@@ -46,6 +46,8 @@ class IdempotencyCounts:
     lease_lost: int = 0
     key_conflict: int = 0
     claim_calls: int = 0
+    #: store calls a fail-open handler went without because the store was unreachable
+    bypassed: int = 0
 
 
 class IdempotencyGuard:
@@ -217,6 +219,7 @@ class IdempotencyGuard:
         atomic = spec.options.atomic_effects
         if atomic:
             self._check_effects_store(spec)
+        fail_open = spec.options.fail_open
         # read once: an unarmed process pays nothing for the crash points
         crashing = _crashpoints.ARMED is not None
 
@@ -233,7 +236,13 @@ class IdempotencyGuard:
                 else:
                     claim = delivery.claim
                     if claim is None:
-                        await self.claim_ahead(delivery)
+                        try:
+                            await self.claim_ahead(delivery)
+                        except StoreUnavailableError:
+                            if not fail_open:
+                                raise  # fail-closed: deferred, the partition waits
+                            counts.bypassed += 1
+                            return await _unprotected(delivery, next_, direct)
                         claim = delivery.claim
                         assert claim is not None
                     if claim.status is not _CLAIMED:
@@ -261,7 +270,10 @@ class IdempotencyGuard:
                             delivery.attempt += 1
                             error: Exception | None = None
                             try:
-                                await store.start(key, token)
+                                if fail_open:
+                                    await self._start_failing_open(key, token)
+                                else:
+                                    await store.start(key, token)
                                 await direct.call(delivery)
                             except Exception as exc:
                                 error = exc
@@ -299,6 +311,8 @@ class IdempotencyGuard:
                         delivery.unrecorded = None
                         await self._give_up(delivery)
                         return _DEFERRED
+                elif fail_open:
+                    recorded = await self._complete_failing_open(key, token, outcome, digest, ttl)
                 else:
                     recorded = await store.complete(key, token, outcome, digest, ttl)
                 if not recorded:
@@ -442,7 +456,29 @@ class IdempotencyGuard:
         claim = delivery.claim
         if claim is None or claim.token is None:
             return _nothing()
-        return self.store.start(delivery.idempotency_key or self.key_of(delivery), claim.token)
+        key = delivery.idempotency_key or self.key_of(delivery)
+        spec = delivery.spec
+        if spec is not None and spec.options.fail_open:
+            return self._start_failing_open(key, claim.token)
+        return self.store.start(key, claim.token)
+
+    async def _start_failing_open(self, key: str, token: str) -> None:
+        """Count a fail-open handler's start if the store answers; run it anyway if not."""
+        try:
+            await self.store.start(key, token)
+        except StoreUnavailableError:
+            self.counts.bypassed += 1
+
+    async def _complete_failing_open(
+        self, key: str, token: str, outcome: Outcome, digest: str, ttl: float
+    ) -> bool:
+        """DONE for a fail-open handler; if the store is unreachable the record finishes
+        without it (its lease expires by itself)."""
+        try:
+            return await self.store.complete(key, token, outcome, digest, ttl)
+        except StoreUnavailableError:
+            self.counts.bypassed += 1
+            return True  # not lost: the mark was skipped on purpose, and counted as such
 
     async def keep_leases(self) -> None:
         """Renew the leases of running handlers, forever (the worker runs it as a task).
@@ -474,6 +510,23 @@ class IdempotencyGuard:
 
 async def _nothing() -> None:
     return None
+
+
+async def _unprotected(delivery: Delivery, next_: Next, direct: DirectCall | None) -> Outcome:
+    """A fail-open handler's record while the store is unreachable: the chain after the
+    idempotency step, with no claim, no start count and no DONE mark."""
+    if direct is None or delivery.verdict is not None or delivery.attempt >= direct.max_attempts:
+        return await next_(delivery)
+    # the first attempt, made here as the idempotency step makes it when it holds a claim
+    delivery.attempt += 1
+    error: Exception | None = None
+    try:
+        await direct.call(delivery)
+    except Exception as exc:
+        error = exc
+    except asyncio.CancelledError:
+        error = stray_cancel()
+    return _HANDLED if error is None else await direct.after_failure(delivery, error)
 
 
 async def _release_quietly(store: IdempotencyStore, key: str, token: str) -> None:
