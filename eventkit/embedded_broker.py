@@ -7,21 +7,19 @@ process (``pause``/``resume`` send SIGSTOP/SIGCONT), never by restarting it.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.resources
 import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from typing import IO, Self
 
+from eventkit._child_process import die_with_parent, free_port, stop_process
 from eventkit.errors import ConfigurationError
 
 TANSU_BIN_ENV = "EVENTKIT_TANSU_BIN"
-_PR_SET_PDEATHSIG = 1
 
 # Tansu reads these from its environment; a developer's own settings must not leak into it
 _SCRUBBED_ENV = (
@@ -55,22 +53,6 @@ def find_tansu() -> str:
             f"or set {TANSU_BIN_ENV}"
         )
     return path
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: on Linux, end the broker if its parent dies (even by SIGKILL)."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class EmbeddedBroker:
@@ -120,7 +102,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             # its own process group: a Ctrl-C meant for the demo reaches the broker through stop()
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one libc call, no locks taken
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - one libc call, no locks taken
         )
         try:
             self._wait_until_listening(url, timeout)
@@ -163,14 +145,7 @@ class EmbeddedBroker:
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL) and wait for it."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)  # a paused process cannot handle SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -9,12 +9,10 @@ same port. A missing binary raises with how to install it: a failure, never a sk
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Self
 
 import redis
 
-from eventkit.embedded_broker import free_port
+from eventkit._child_process import die_with_parent, free_port, stop_process
 
 REDIS_SERVER_ENV = "EVENTKIT_REDIS_SERVER"
 _PR_SET_PDEATHSIG = 1
@@ -43,14 +41,6 @@ def find_redis_server() -> str:
     if found is None:
         raise RuntimeError(f"no redis-server binary on PATH: {_INSTALL_HINT}")
     return found
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: on Linux, end Redis if the test process dies (even by -9)."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedRedis:
@@ -118,7 +108,7 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
             # its own process group: a Ctrl-C meant for pytest reaches Redis through stop()
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one libc call, no locks taken
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - one libc call, no locks taken
         )
         try:
             self._wait_until_ready(timeout)
@@ -171,15 +161,8 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and wait for it."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)  # a paused process cannot handle SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(self._process)
+        self._process = None
 
     def restart(self) -> None:
         """Stop the server if it runs and start an empty one on the same port."""
