@@ -120,6 +120,37 @@ class WorkerProcess:
         self._output.close()
 
 
+class Workers:
+    """Starts worker processes of one test (an app and its arguments, the test's environment
+    with changes); ``close`` kills every one still alive."""
+
+    def __init__(
+        self,
+        setup: ProbeSetup,
+        directory: Path,
+        *,
+        app: str = PROBE_APP,
+        args: list[str] | None = None,
+    ) -> None:
+        self._setup = setup
+        self._directory = directory
+        self._app = app
+        self._args = args or []
+        self.started: list[WorkerProcess] = []
+
+    def start(self, *args: str, **env: str) -> WorkerProcess:
+        output = self._directory / f"worker-{len(self.started)}.out"
+        worker = WorkerProcess(
+            self._setup.env(**env), output, app=self._app, args=[*self._args, *args]
+        )
+        self.started.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.started:
+            worker.close()
+
+
 class ProbeLog:
     """What the probe handlers of every worker of one test logged."""
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import uuid
 from typing import TYPE_CHECKING, cast
 
@@ -26,11 +24,11 @@ from eventkit.worker.runner import ExitCode
 from tests.brokers import committed_offsets, create_topic, topic_ends
 from tests.integration.atomic_probe_app import COUNT_KEY, IDS_KEY
 from tests.integration.harness import (
-    REPO_ROOT,
     PacedProducer,
     ProbeLog,
     ProbeSetup,
     WorkerProcess,
+    Workers,
     wait_for,
 )
 
@@ -44,22 +42,6 @@ PARTITIONS = 3
 EVENTS = 300
 #: events per second: production spans 10 s, well past a worker's join on a busy machine
 RATE = 30
-
-
-class AtomicWorker(WorkerProcess):
-    """``eventkit worker tests.integration.atomic_probe_app:app`` in a child process."""
-
-    def __init__(self, env: dict[str, str], output: Path) -> None:
-        self._output_path = output
-        self._output = output.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "eventkit", "worker", "tests.integration.atomic_probe_app:app"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-        )
 
 
 @pytest.fixture
@@ -95,16 +77,9 @@ async def setup(kafka_bootstrap: str, tmp_path: Path, redis_server: EmbeddedRedi
 @pytest.fixture
 def spawn(setup: ProbeSetup, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start atomic probe workers; every one still alive is killed at teardown."""
-    started: list[WorkerProcess] = []
-
-    def start(**env: str) -> WorkerProcess:
-        worker = AtomicWorker(setup.env(**env), tmp_path / f"worker-{len(started)}.out")
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.close()
+    workers = Workers(setup, tmp_path, app="tests.integration.atomic_probe_app:app")
+    yield workers.start
+    workers.close()
 
 
 def applied(keyspace: redis.Redis) -> tuple[int, set[str]]:

@@ -27,7 +27,7 @@ from eventkit.transports import memory_broker
 from eventkit.transports.kafka_publisher import KafkaPublisher
 from eventkit.worker.runner import ExitCode
 from tests.brokers import client_settings, create_topic, kafka_url
-from tests.integration.harness import ProbeLog, ProbeSetup, WorkerProcess, wait_for
+from tests.integration.harness import ProbeLog, ProbeSetup, Workers, wait_for
 from tests.integration.probe_app import PROBE_EVENT, Probe
 
 if TYPE_CHECKING:
@@ -262,17 +262,9 @@ def setup(kafka_bootstrap: str, tmp_path: Path) -> ProbeSetup:
 @pytest.fixture
 def spawn(setup: ProbeSetup, tmp_path: Path) -> Iterator[Any]:
     """Start idempotent probe workers; every one still alive is killed at teardown."""
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, **env: str) -> WorkerProcess:
-        output = tmp_path / f"worker-{len(started)}.out"
-        worker = WorkerProcess(setup.env(**env), output, app=IDEMPOTENT_APP, args=list(args))
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.close()
+    workers = Workers(setup, tmp_path, app=IDEMPOTENT_APP)
+    yield workers.start
+    workers.close()
 
 
 @pytest.mark.slow

@@ -17,7 +17,14 @@ import pytest
 from eventkit._crashpoints import CRASH_EXIT_CODE
 from eventkit.worker.runner import ExitCode
 from tests.brokers import committed_offsets, create_topic, topic_ends
-from tests.integration.harness import PacedProducer, ProbeLog, ProbeSetup, WorkerProcess, wait_for
+from tests.integration.harness import (
+    PacedProducer,
+    ProbeLog,
+    ProbeSetup,
+    WorkerProcess,
+    Workers,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -46,16 +53,9 @@ async def setup(kafka_bootstrap: str, tmp_path: Path) -> ProbeSetup:
 @pytest.fixture
 def spawn(setup: ProbeSetup, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start probe workers; every one still alive is killed at teardown."""
-    started: list[WorkerProcess] = []
-
-    def start(**env: str) -> WorkerProcess:
-        worker = WorkerProcess(setup.env(**env), tmp_path / f"worker-{len(started)}.out")
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.close()
+    workers = Workers(setup, tmp_path)
+    yield workers.start
+    workers.close()
 
 
 async def assert_committed_at_end(setup: ProbeSetup) -> None:
