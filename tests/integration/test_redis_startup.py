@@ -22,19 +22,18 @@ from eventkit.embedded_broker import free_port
 from eventkit.embedded_redis import EmbeddedRedis, find_redis_server
 from eventkit.errors import ConfigurationError
 from eventkit.keys import idempotency_key, namespace_for
-from eventkit.testing import OutcomeLog
 from eventkit.transports import memory_broker
 from eventkit.transports.kafka_publisher import KafkaPublisher
 from eventkit.worker.runner import ExitCode
 from tests.brokers import client_settings, create_topic, kafka_url
 from tests.integration.harness import ProbeLog, ProbeSetup, Workers, wait_for
 from tests.integration.probe_app import PROBE_EVENT, Probe
+from tests.outcomes import Outcomes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from eventkit.delivery import Delivery
 
 pytestmark = [pytest.mark.integration]
 
@@ -75,20 +74,6 @@ async def client_names(server: EmbeddedRedis) -> list[str]:
         return [c["name"] for c in await observer.client_list() if int(c["id"]) != own]
     finally:
         await observer.aclose()
-
-
-class Outcomes(OutcomeLog):
-    """An ``OutcomeLog`` that can be awaited until it holds ``count`` outcomes."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__()
-        self._count = count
-        self.complete = asyncio.Event()
-
-    def record_finished(self, delivery: Delivery, outcome: Outcome, seconds: float) -> None:
-        super().record_finished(delivery, outcome, seconds)
-        if len(self.results) >= self._count:
-            self.complete.set()
 
 
 def idempotent_app(topic: str = "numbers") -> tuple[EventApp, list[int]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -25,29 +25,12 @@ from eventkit.idempotency.redis_connect import (
     check_version,
 )
 from eventkit.idempotency.redis_settings import RedisSettings
-from eventkit.testing import OutcomeLog
 from eventkit.transports import memory_broker
 from eventkit.worker.runner import ExitCode
-
-if TYPE_CHECKING:
-    from eventkit.delivery import Delivery
+from tests.outcomes import Outcomes
 
 SECRET = "s3cr3t-pa55"
 ADDRESS = "10.0.0.1:6379"
-
-
-class Outcomes(OutcomeLog):
-    """An ``OutcomeLog`` that can be awaited until it holds ``count`` outcomes."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__()
-        self._count = count
-        self.complete = asyncio.Event()
-
-    def record_finished(self, delivery: Delivery, outcome: Outcome, seconds: float) -> None:
-        super().record_finished(delivery, outcome, seconds)
-        if len(self.results) >= self._count:
-            self.complete.set()
 
 
 def idempotent_app() -> EventApp:
