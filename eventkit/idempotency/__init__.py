@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from eventkit.idempotency.memory import InMemoryIdempotencyStore
+from eventkit.idempotency.redis_settings import RedisSettings
 
 if TYPE_CHECKING:
     from eventkit.idempotency.redis_store import RedisIdempotencyStore
@@ -19,4 +20,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["InMemoryIdempotencyStore", "RedisIdempotencyStore"]
+__all__ = ["InMemoryIdempotencyStore", "RedisIdempotencyStore", "RedisSettings"]
