@@ -446,7 +446,15 @@ class IdempotencyGuard:
         claim = delivery.claim
         if claim is None or claim.token is None:
             return
-        if not await self.store.renew(self.key_of(delivery), claim.token, seconds + self._lease):
+        try:
+            kept = await self.store.renew(self.key_of(delivery), claim.token, seconds + self._lease)
+        except StoreUnavailableError:
+            spec = delivery.spec
+            if spec is None or not spec.options.fail_open:
+                raise
+            self.counts.bypassed += 1  # fail-open: the retry goes on without the lease
+            return
+        if not kept:
             self.counts.lease_lost += 1
             raise LeaseLostError("the idempotency lease expired before the retry")
 

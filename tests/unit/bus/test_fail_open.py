@@ -114,3 +114,27 @@ def test_fail_open_without_idempotency_or_with_atomic_effects_is_refused(atomic:
             idempotent=atomic,
             atomic_effects=atomic,
         )
+
+
+async def test_a_fail_open_retry_goes_on_when_the_store_fails_during_its_back_off() -> None:
+    """The store goes away as a fail-open handler's first attempt fails: keeping the lease
+    over the back-off fails open too, so the retry runs at once instead of the record
+    waiting, deferred, for the store."""
+    app = EventApp("fail-open-back-off", retry=RetryPolicy(max_attempts=3, base_delay=0.01))
+    attempts: list[int] = []
+    buses: list[TestBus] = []
+
+    @app.handler("ORDER_PLACED", topic="orders", fail_open=True)
+    async def placed(event: OrderPlaced, ctx: EventContext) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            buses[0].store.set_unavailable(True)
+            raise RuntimeError("the first attempt fails as the store goes away")
+
+    async with app.testing(partitions=1) as bus:
+        buses.append(bus)
+        await bus.publish("orders", "ORDER_PLACED", ORDER)
+        await bus.run_until(lambda: bus.outcomes[Outcome.HANDLED] >= 1)
+        assert attempts == [1, 2]
+        assert bus.outcomes[Outcome.DEFERRED] == 0
+        assert guard_counts(app).bypassed >= 1
