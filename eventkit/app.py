@@ -216,9 +216,10 @@ class EventApp(Router):
         """Start publishing and consuming inside the running event loop; signals untouched.
 
         ``transport`` is a URL (``kafka://HOST:PORT``, ``memory://NAME``; see
-        ``eventkit.transports.connect``) or a ``Transport``; its topic check runs first, so
-        a missing source or dead-letter topic fails here. Alternatively pass ``consumer`` and
-        ``publisher`` directly (no topic check).
+        ``eventkit.transports.connect``) or a ``Transport``; its topic check runs before
+        consuming (after the store's start-up checks), so a missing source or dead-letter
+        topic fails here. Alternatively pass ``consumer`` and ``publisher`` directly (no
+        topic check).
 
         ``store`` is the idempotency store:
 

@@ -9,6 +9,7 @@ never part of a ``repr`` or of an error message.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
@@ -100,7 +101,10 @@ class RedisSettings:
         ``ConfigurationError`` naming it; messages show the URL without its password.
         """
         shown = redact(url)
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # a malformed host, such as an unclosed IPv6 bracket
+            raise ConfigurationError(f"not a Redis URL: {shown!r} ({exc})") from None
         if parts.scheme not in SCHEMES or not parts.netloc:
             raise ConfigurationError(
                 f"not a Redis URL: {shown!r} (use redis://HOST:PORT/DB or rediss://...)"
@@ -155,9 +159,17 @@ class RedisSettings:
         )
 
 
+#: ``user:password@`` after the scheme, for URLs too malformed to split
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
 def redact(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***``: safe for logs and errors."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # too malformed to split: mask whatever stands between "user:" and "@"
+        return _PASSWORD.sub(r"\1***@", url)
     userinfo, at, hostport = parts.netloc.rpartition("@")
     if not at or ":" not in userinfo:
         return url

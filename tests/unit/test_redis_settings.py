@@ -128,6 +128,15 @@ def test_the_password_is_never_in_an_error_message() -> None:
     assert "redis://app:***@h:1/0?bogus=1" in str(raised.value)
 
 
+def test_a_url_too_malformed_to_split_is_a_configuration_error_with_its_password_masked() -> None:
+    """An unclosed IPv6 bracket makes the URL parser raise: that is a ``ConfigurationError``
+    (exit code 2 from the CLI), and the message still hides the password."""
+    with pytest.raises(ConfigurationError, match="not a Redis URL") as raised:
+        RedisSettings.from_url(f"redis://app:{SECRET}@[::1/0")
+    assert SECRET not in str(raised.value)
+    assert "redis://app:***@[::1/0" in str(raised.value)
+
+
 def test_redact_masks_only_a_password() -> None:
     """URLs without a password are unchanged; a password becomes ``***``."""
     assert redact("redis://h:1/0") == "redis://h:1/0"
