@@ -58,17 +58,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import redis.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from eventkit import EventApp
 from eventkit.app import SEVEN_DAYS
 from eventkit.embedded_broker import EmbeddedBroker
 from eventkit.embedded_redis import EmbeddedRedis
-from eventkit.idempotency import RedisIdempotencyStore
+from eventkit.idempotency import RedisIdempotencyStore, RedisSettings
 from eventkit.keys import key_prefix, namespace_for, storage_key
 from eventkit.publisher import EventPublisher
 from eventkit.transports import kafka_readback
@@ -80,6 +77,7 @@ from eventkit.worker import WorkerConfig
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import redis.asyncio
     from aiokafka.producer.message_accumulator import BatchBuilder
 
     from eventkit.ports import IdempotencyStore, OutgoingRecord
@@ -670,14 +668,13 @@ async def run_eventkit_redis(
 
 
 def connect_redis(server: EmbeddedRedis) -> redis.asyncio.Redis:
-    """A client that never retries: a failed call fails the run rather than hiding a stall."""
-    return redis.asyncio.Redis(
-        host=server.host,
-        port=server.port,
+    """The worker's own client settings (no retries): a failed call fails the run rather
+    than hiding a stall."""
+    return RedisSettings.from_url(
+        server.url,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-    )
+    ).client()
 
 
 # -- measuring and reporting -------------------------------------------------------------------

@@ -19,7 +19,6 @@ import pytest
 import redis
 
 from eventkit._crashpoints import CRASH_EXIT_CODE
-from eventkit.embedded_redis import EmbeddedRedis
 from eventkit.worker.runner import ExitCode
 from tests.brokers import committed_offsets, create_topic, topic_ends
 from tests.integration.atomic_probe_app import COUNT_KEY, IDS_KEY
@@ -36,18 +35,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
+    from eventkit.embedded_redis import EmbeddedRedis
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
 PARTITIONS = 3
 EVENTS = 300
 #: events per second: production spans 10 s, well past a worker's join on a busy machine
 RATE = 30
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    with EmbeddedRedis(scratch=tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture

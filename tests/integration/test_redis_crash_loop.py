@@ -11,7 +11,6 @@ import pytest
 
 from eventkit import EventPublisher
 from eventkit.deadletters import HEADER_PREFIX
-from eventkit.embedded_redis import EmbeddedRedis
 from eventkit.transports.kafka_publisher import KafkaPublisher
 from eventkit.worker.runner import ExitCode
 from tests.brokers import client_settings, committed_offsets, create_topic, read_topic, topic_ends
@@ -20,17 +19,12 @@ from tests.integration.idempotent_probe_app import CRASH_EXIT_CODE
 from tests.integration.probe_app import PROBE_EVENT, Probe
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+    from eventkit.embedded_redis import EmbeddedRedis
 
 IDEMPOTENT_APP = "tests.integration.idempotent_probe_app:app"
 MAX_ATTEMPTS = 3
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    with EmbeddedRedis(scratch=tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.mark.slow

@@ -15,13 +15,9 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from eventkit import EventApp, EventContext, EventEnvelope, EventPublisher, RetryPolicy
-from eventkit.embedded_redis import EmbeddedRedis
-from eventkit.idempotency import RedisIdempotencyStore
+from eventkit.idempotency import RedisIdempotencyStore, RedisSettings
 from eventkit.keys import event_key, namespace_for
 from eventkit.ports import ClaimRequest, ClaimStatus
 from eventkit.transports.kafka_publisher import KafkaPublisher
@@ -29,8 +25,11 @@ from eventkit.worker import WorkerConfig
 from tests.brokers import client_settings, committed_offsets, create_topic, kafka_url, topic_ends
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-    from pathlib import Path
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    import redis.asyncio
+
+    from eventkit.embedded_redis import EmbeddedRedis
 
 SERVICE = "ledger"
 EVENT = "PAYMENT_CAPTURED"
@@ -38,22 +37,10 @@ EVENT = "PAYMENT_CAPTURED"
 LEASE = 2.0
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A private redis-server per test: the fault tests stop, pause and restart it."""
-    with EmbeddedRedis(scratch=tmp_path / "redis") as server:
-        yield server
-
-
 def no_retry_client(server: EmbeddedRedis) -> redis.asyncio.Redis:
-    """A client that fails fast and never re-sends a script that may have run."""
-    return redis.asyncio.Redis(
-        host=server.host,
-        port=server.port,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 0),
-    )
+    """The worker's own client settings, failing fast: it never re-sends a script."""
+    settings = RedisSettings.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return settings.client()
 
 
 class Scenario:
