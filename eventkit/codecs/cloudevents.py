@@ -318,7 +318,9 @@ def _extension_text(name: str, raw: msgspec.Raw) -> str | None:
             f"invalid CloudEvent: attribute {name[:32]!r} must be a string, integer or boolean"
             f" ({exc})"
         ) from None
-    except UnicodeDecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec before 0.23 raised UnicodeDecodeError for bad UTF-8 in a string, later
+        # versions a DecodeError; the value already parsed as JSON, so that is all it can be
         raise UndecodableRecordError(
             f"undecodable record: attribute {name[:32]!r} is not UTF-8"
         ) from None
