@@ -246,7 +246,15 @@ class IdempotencyGuard:
                         claim = delivery.claim
                         assert claim is not None
                     if claim.status is not _CLAIMED:
-                        settled = await self._not_claimed(delivery, claim)
+                        try:
+                            settled = await self._not_claimed(delivery, claim)
+                        except StoreUnavailableError:
+                            # asked again after waiting for this worker's own lease
+                            if not fail_open:
+                                raise
+                            counts.bypassed += 1
+                            delivery.claim = None
+                            return await _unprotected(delivery, next_, direct)
                         if settled is not None:
                             return settled
                         claim = delivery.claim

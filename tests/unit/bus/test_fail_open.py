@@ -3,6 +3,7 @@ runs without its protection; every other handler waits, fail-closed (R4)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -138,3 +139,34 @@ async def test_a_fail_open_retry_goes_on_when_the_store_fails_during_its_back_of
         assert attempts == [1, 2]
         assert bus.outcomes[Outcome.DEFERRED] == 0
         assert guard_counts(app).bypassed >= 1
+
+
+async def test_a_fail_open_delivery_waiting_for_its_own_worker_runs_when_the_store_goes_away() -> (
+    None
+):
+    """The same event on two partitions: the second delivery waits for this worker's own
+    running one; the store goes away meanwhile, so asking for the key again fails open (the
+    second runs, unprotected) instead of deferring a fail-open handler."""
+    app = EventApp("fail-open-own-lease")
+    calls: list[int] = []
+    proceed = asyncio.Event()
+
+    @app.handler("ORDER_PLACED", topic="orders", fail_open=True)
+    async def placed(event: OrderPlaced, ctx: EventContext) -> None:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            await proceed.wait()
+
+    async with app.testing(partitions=2) as bus:
+        envelope = await bus.publish("orders", "ORDER_PLACED", ORDER)
+        await bus.publish("orders", "ORDER_PLACED", envelope, key="other-key")
+        assert {record.partition for record in bus.published("orders")} == {0, 1}
+        # both lanes asked for the key: the second was told BUSY by the first's lease
+        await bus.run_until(lambda: guard_counts(app).claim_calls >= 2 and calls == [1])
+        bus.store.set_unavailable(True)
+        proceed.set()
+        await bus.run_until(lambda: bus.outcomes[Outcome.HANDLED] >= 2)
+        assert calls == [1, 1]
+        assert bus.outcomes[Outcome.DEFERRED] == 0
+        # the first one's DONE and the second one's claim went without the store
+        assert guard_counts(app).bypassed == 2
