@@ -422,13 +422,15 @@ def _store_choice(store: StoreOption, clock: Clock) -> IdempotencyStore | RedisS
     """The store ``start(store=...)`` names: an object, settings to open, or none."""
     if not isinstance(store, str):
         return store
-    if store == "none":
+    # read as the CLI reads --idempotency-store: the names in any case, spaces around ignored
+    choice = store.strip()
+    if choice.lower() == "none":
         return None
-    if store == "memory":
+    if choice.lower() == "memory":
         return InMemoryIdempotencyStore(clock)
-    scheme = store.partition("://")[0]
+    scheme = choice.partition("://")[0]
     if scheme in SCHEMES:
-        return RedisSettings.from_url(store)
+        return RedisSettings.from_url(choice)
     # the value may be a mistyped URL with a password: show its scheme only
     raise ConfigurationError(
         f"unknown idempotency store {scheme!r}: use none, memory, or a redis:// or rediss:// URL"

@@ -99,8 +99,9 @@ class RedisConnection:
         """Close the client's connections; calling it again does nothing."""
         if self._closed:
             return
-        self._closed = True
         await self._client.aclose()
+        # only once it is done: a close cancelled halfway is finished by the next call
+        self._closed = True
 
 
 async def open_redis_store(settings: RedisSettings) -> RedisConnection:

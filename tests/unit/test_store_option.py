@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from typer.testing import CliRunner
@@ -20,6 +20,7 @@ from eventkit.cli import cli, parse_store
 from eventkit.errors import ConfigurationError
 from eventkit.idempotency.redis_connect import (
     SCRIPTS,
+    RedisConnection,
     check_eviction_policy,
     check_not_cluster,
     check_version,
@@ -28,6 +29,9 @@ from eventkit.idempotency.redis_settings import RedisSettings
 from eventkit.transports import memory_broker
 from eventkit.worker.runner import ExitCode
 from tests.outcomes import Outcomes
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 SECRET = "s3cr3t-pa55"
 ADDRESS = "10.0.0.1:6379"
@@ -51,12 +55,16 @@ def broker_name() -> str:
     return name
 
 
-async def test_memory_chosen_by_name_is_an_in_memory_store_that_skips_duplicates() -> None:
-    """``store="memory"`` runs with an in-memory store: a redelivery is a ``DUPLICATE``."""
+@pytest.mark.parametrize("store", ["memory", "Memory", " MEMORY "])
+async def test_memory_chosen_by_name_is_an_in_memory_store_that_skips_duplicates(
+    store: str,
+) -> None:
+    """``store="memory"`` (in any case, as the CLI option reads it) runs with an in-memory
+    store: a redelivery is a ``DUPLICATE``."""
     app = idempotent_app()
     name = broker_name()
     log = Outcomes(2)
-    await app.start(f"memory://{name}", store="memory", observers=[log])
+    await app.start(f"memory://{name}", store=store, observers=[log])
     try:
         envelope = await app.publisher.publish("numbers", "N", {"n": 1})
         await app.publisher.publish("numbers", "N", envelope)
@@ -67,7 +75,7 @@ async def test_memory_chosen_by_name_is_an_in_memory_store_that_skips_duplicates
     assert [result.outcome for result in log.results] == [Outcome.HANDLED, Outcome.DUPLICATE]
 
 
-@pytest.mark.parametrize("store", [None, "none"])
+@pytest.mark.parametrize("store", [None, "none", "None "])
 async def test_no_store_for_idempotent_handlers_is_refused_naming_them(store: str | None) -> None:
     """``None`` and ``"none"`` are the same: a start-up error naming the idempotent handlers."""
     app = idempotent_app()
@@ -192,3 +200,31 @@ def test_start_up_loads_every_script_the_redis_store_calls() -> None:
     }
     assert called
     assert called <= set(SCRIPTS)
+
+
+class _CloseStalls:
+    """A client stand-in whose first ``aclose`` never returns (cancelled by the test)."""
+
+    def __init__(self) -> None:
+        self.closes = 0
+
+    async def aclose(self) -> None:
+        self.closes += 1
+        if self.closes == 1:
+            await asyncio.Event().wait()
+
+
+async def test_a_redis_close_cancelled_halfway_is_finished_by_the_next_close() -> None:
+    """A cancelled ``close()`` leaves the connection open, so calling it again closes it
+    (instead of returning at once and leaking the client's connections)."""
+    client = _CloseStalls()
+    connection = RedisConnection(cast("Redis", client), RedisSettings.from_url("redis://h:1"))
+    closing = asyncio.create_task(connection.close())
+    await asyncio.sleep(0)
+    assert client.closes == 1, "precondition: the first close reached the client"
+    closing.cancel()
+    await asyncio.gather(closing, return_exceptions=True)
+    await connection.close()
+    assert client.closes == 2
+    await connection.close()
+    assert client.closes == 2, "a closed connection is not closed again"
