@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 KNOWN_BUGS = {
     "busy_as_duplicate": "the store answers DUPLICATE where another live lease holds the key",
     "complete_without_token_check": "complete marks a key done whatever the token",
+    "effects_without_token_check": (
+        "an atomic-effect DONE that lost its lease applies the handler's writes anyway"
+    ),
     "commit_last_finished": "the offset tracker commits past the last finished record",
     "bare_commit": "the worker commits everything fetched, as a bare commit() does",
     "commit_before_finish": "a lane marks a record finished before its handler ran",

@@ -43,6 +43,12 @@ CATCHING_TESTS = {
         "test_released_token_no_longer_works",
         "test_a_started_key_whose_lease_expired_refuses_its_old_token_everywhere",
     },
+    "effects_without_token_check": {
+        "test_complete_with_effects_after_takeover_applies_nothing",
+        "test_complete_with_effects_after_the_lease_expired_applies_nothing",
+        "test_complete_with_effects_twice_applies_once",
+        "test_writes_of_a_released_lease_never_land",
+    },
 }
 
 
