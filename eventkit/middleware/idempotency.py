@@ -235,30 +235,24 @@ class IdempotencyGuard:
                     assert token is not None, "a claim that was granted has a token"
                 else:
                     claim = delivery.claim
-                    if claim is None:
-                        try:
+                    # the claim, and asking again after waiting for this worker's own lease
+                    try:
+                        if claim is None:
                             await self.claim_ahead(delivery)
-                        except StoreUnavailableError:
-                            if not fail_open:
-                                raise  # fail-closed: deferred, the partition waits
-                            counts.bypassed += 1
-                            return await _unprotected(delivery, next_, direct)
-                        claim = delivery.claim
-                        assert claim is not None
-                    if claim.status is not _CLAIMED:
-                        try:
+                            claim = delivery.claim
+                            assert claim is not None
+                        if claim.status is not _CLAIMED:
                             settled = await self._not_claimed(delivery, claim)
-                        except StoreUnavailableError:
-                            # asked again after waiting for this worker's own lease
-                            if not fail_open:
-                                raise
-                            counts.bypassed += 1
-                            delivery.claim = None
-                            return await _unprotected(delivery, next_, direct)
-                        if settled is not None:
-                            return settled
-                        claim = delivery.claim
-                        assert claim is not None
+                            if settled is not None:
+                                return settled
+                            claim = delivery.claim
+                            assert claim is not None
+                    except StoreUnavailableError:
+                        if not fail_open:
+                            raise  # fail-closed: deferred, the partition waits
+                        counts.bypassed += 1
+                        delivery.claim = None
+                        return await _unprotected(delivery, next_, direct)
                     counts.claimed += 1
                     key = delivery.idempotency_key or self.key_of(delivery)
                     token = claim.token
