@@ -22,6 +22,9 @@ KNOWN_BUGS = {
     "effects_without_token_check": (
         "an atomic-effect DONE that lost its lease applies the handler's writes anyway"
     ),
+    "release_keeps_prepaid_start": (
+        "a release keeps the claim's prepaid start although no handler ran on it"
+    ),
     "commit_last_finished": "the offset tracker commits past the last finished record",
     "bare_commit": "the worker commits everything fetched, as a bare commit() does",
     "commit_before_finish": "a lane marks a record finished before its handler ran",

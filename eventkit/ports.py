@@ -152,6 +152,27 @@ class Claim(msgspec.Struct, frozen=True, gc=False):
     payload_hash: str | None = None
     retry_after: float = 0.0
     attempts: int = 0
+    #: the claim counted the first handler start already (a key never started before), so
+    #: that start needs no ``start`` call while the lease is fresh
+    prepaid: bool = False
+
+
+class Completion(msgspec.Struct, frozen=True, gc=False):
+    """A DONE mark to write with ``IdempotencyStore.settle``."""
+
+    key: str
+    token: str
+    outcome: Outcome
+    payload_hash: str
+    ttl_seconds: float
+
+
+class Settled(NamedTuple):
+    """The answer of ``IdempotencyStore.settle``: whether each DONE mark was written (in
+    order), and the claims (in request order)."""
+
+    recorded: list[bool]
+    claims: list[Claim]
 
 
 class IdempotencyStore(Protocol):
@@ -159,15 +180,32 @@ class IdempotencyStore(Protocol):
 
     Token-checked calls return ``False`` (or raise ``LeaseLostError`` for ``start``) when the
     token no longer holds the key. Unreachable stores raise ``StoreUnavailableError``.
+
+    A claim of a key never started before prepays its first start (``Claim.prepaid``): the
+    start is counted at once and stays provisional until a ``start``, a DONE mark or a
+    ``release(..., started=True)`` confirms it; a plain ``release`` takes it back. A lease
+    that expires with its prepaid start unconfirmed leaves that start uncertain: the next
+    claim reports only the starts known to have happened, and the next ``start`` counts one
+    more, as if the uncertain start had run.
     """
 
     async def claim(self, requests: Sequence[ClaimRequest], lease_seconds: float) -> list[Claim]:
         """Claim every key in one round trip; answers are in request order."""
         ...
 
+    async def settle(
+        self,
+        completions: Sequence[Completion],
+        requests: Sequence[ClaimRequest],
+        lease_seconds: float,
+    ) -> Settled:
+        """Write DONE marks, then claim keys, in one round trip (each mark exactly as
+        ``complete`` writes it, each claim as ``claim`` answers it)."""
+        ...
+
     async def start(self, key: str, token: str) -> int:
-        """Count one handler start, renew the lease to the length it was claimed for, and
-        return the attempts including this one."""
+        """Count one handler start (or confirm the claim's prepaid one), renew the lease to
+        the length it was claimed for, and return the attempts including this one."""
         ...
 
     async def renew(self, key: str, token: str, lease_seconds: float) -> bool: ...
@@ -177,8 +215,12 @@ class IdempotencyStore(Protocol):
         """Mark the key done with its outcome (``HANDLED`` or ``DEAD_LETTERED``)."""
         ...
 
-    async def release(self, key: str, token: str) -> bool:
-        """Give the key up so that a later delivery claims it again."""
+    async def release(self, key: str, token: str, *, started: bool = False) -> bool:
+        """Give the key up so that a later delivery claims it again.
+
+        A prepaid start not confirmed yet is taken back, unless ``started`` says the
+        handler ran on it (it ran without a ``start`` call).
+        """
         ...
 
 

@@ -6,7 +6,9 @@ in-memory store's entry::
     tok   lease token (absent when no lease was taken or it was completed or released)
     ld    lease deadline, ms on the Redis server's clock
     ll    the length the lease was claimed for, ms (a handler start renews it to that)
-    att   handler starts counted (attempts)
+    att   handler starts counted (attempts), a prepaid one included
+    pp    token of the lease whose claim prepaid the first start, until a start, DONE or
+          release settles it (left by an expired lease: that start is uncertain)
     rid   replay id of the lease (absent for an original delivery)
     rt    until when a free key keeps its attempts, ms (lease end + attempts TTL)
     out   outcome once done: ``handled`` or ``dead_lettered``
@@ -38,17 +40,24 @@ local function int(n)
 end
 
 local function load(key)
-  local v = redis.call('HMGET', key, 'tok', 'ld', 'att', 'rid', 'rt', 'out', 'ph', 'dd')
+  local v = redis.call('HMGET', key, 'tok', 'ld', 'att', 'rid', 'rt', 'out', 'ph', 'dd', 'pp')
   return {
-    found = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6] or v[7] or v[8]) and true or false,
+    found = (v[1] or v[2] or v[3] or v[4] or v[5] or v[6] or v[7] or v[8] or v[9]) and true
+      or false,
     tok = v[1], ld = tonumber(v[2]) or 0, att = tonumber(v[3]) or 0, rid = v[4],
-    rt = tonumber(v[5]) or 0, out = v[6], ph = v[7], dd = tonumber(v[8]) or 0,
+    rt = tonumber(v[5]) or 0, out = v[6], ph = v[7], dd = tonumber(v[8]) or 0, pp = v[9],
   }
 end
 
 local function fresh()
   return {found = false, tok = false, ld = 0, att = 0, rid = false, rt = 0, out = false,
-          ph = false, dd = 0}
+          ph = false, dd = 0, pp = false}
+end
+
+-- the starts known to have happened: an unconfirmed prepaid start is not one
+local function known(e)
+  if e.pp then return e.att - 1 end
+  return e.att
 end
 
 local function leased(e, now)
@@ -85,66 +94,111 @@ local function expire(key, e, now)
     redis.call('DEL', key)
   end
 end
-"""
 
-#: Claim a whole chunk in one call.
-#:
-#: KEYS: the storage keys, in request order (a key may repeat: the second is BUSY).
-#: ARGV[1]: lease, ms; ARGV[2]: attempts TTL, ms; ARGV[3]: the call's token secret;
-#: ARGV[3 + i]: the replay id of KEYS[i], ``-`` for none or ``+`` followed by the id.
-#: Reply: one array per key, in request order:
-#: ``{1, attempts}`` CLAIMED with token ``secret .. '-' .. (i - 1)``;
-#: ``{2, attempts, ms left on the lease}`` BUSY;
-#: ``{3, attempts, outcome, payload hash}`` DUPLICATE.
-CLAIM = (
-    _PRELUDE
-    + """
-local now = now_ms()
-local lease = tonumber(ARGV[1])
-local attempts_ttl = tonumber(ARGV[2])
-local secret = ARGV[3]
-local replies = {}
-for i, key in ipairs(KEYS) do
-  local arg = ARGV[3 + i]
-  local replay = false
-  if string.sub(arg, 1, 1) == '+' then replay = string.sub(arg, 2) end
+-- the DONE mark of a live lease held by token (returns 0 if it holds none)
+local function mark_done(key, token, out, ph, ttl, now)
+  local e = load(key)
+  if not held(e, token, now) then return 0, e end
+  if e.rid then
+    -- this replay id may never claim the key again
+    redis.call('HSET', key, 'r:' .. e.rid, 1)
+  end
+  e.tok = false
+  e.pp = false
+  e.out = out
+  e.dd = now + ttl
+  redis.call('HDEL', key, 'tok', 'pp')
+  redis.call('HSET', key, 'out', e.out, 'ph', ph, 'dd', int(e.dd))
+  expire(key, e, now)
+  return 1, e
+end
+
+-- one key of a claim: {1, attempts, prepaid} CLAIMED with token tok; {2, attempts, ms left}
+-- BUSY; {3, attempts, outcome, payload hash} DUPLICATE
+local function claim_key(key, replay, tok, lease, attempts_ttl, now)
   local e = load(key)
   if e.found and not alive(e, now) then
     redis.call('DEL', key)
     e = fresh()
   end
   if leased(e, now) then
-    replies[i] = {2, e.att, e.ld - now}
-  elseif is_done(e, now) and (not replay or e.out ~= 'dead_lettered'
-      or redis.call('HEXISTS', key, 'r:' .. replay) == 1) then
-    replies[i] = {3, e.att, e.out, e.ph}
-  else
-    if is_done(e, now) and e.rid ~= replay then
-      -- a new replay starts its own attempt count; the same replay after a crash keeps it
-      e.att = 0
-    end
-    e.tok = secret .. '-' .. (i - 1)
-    e.ld = now + lease
-    e.rt = e.ld + attempts_ttl
-    redis.call('HSET', key, 'tok', e.tok, 'ld', int(e.ld), 'll', int(lease), 'att', int(e.att),
-               'rt', int(e.rt))
-    if replay then
-      redis.call('HSET', key, 'rid', replay)
-    elseif e.rid then
-      redis.call('HDEL', key, 'rid')
-    end
-    expire(key, e, now)
-    replies[i] = {1, e.att}
+    return {2, known(e), e.ld - now}
   end
+  if is_done(e, now) and (not replay or e.out ~= 'dead_lettered'
+      or redis.call('HEXISTS', key, 'r:' .. replay) == 1) then
+    return {3, e.att, e.out, e.ph}
+  end
+  if is_done(e, now) and e.rid ~= replay then
+    -- a new replay starts its own attempt count; the same replay after a crash keeps it
+    e.att = 0
+    e.pp = false
+    redis.call('HDEL', key, 'pp')
+  end
+  local reported, prepaid = known(e), 0
+  if e.att == 0 then
+    -- never started: the claim counts the first start now, provisionally
+    e.att, e.pp, reported, prepaid = 1, tok, 0, 1
+    redis.call('HSET', key, 'pp', tok)
+  end
+  e.tok = tok
+  e.ld = now + lease
+  e.rt = e.ld + attempts_ttl
+  redis.call('HSET', key, 'tok', e.tok, 'ld', int(e.ld), 'll', int(lease), 'att', int(e.att),
+             'rt', int(e.rt))
+  if replay then
+    redis.call('HSET', key, 'rid', replay)
+  elseif e.rid then
+    redis.call('HDEL', key, 'rid')
+  end
+  expire(key, e, now)
+  return {1, reported, prepaid}
 end
-return replies
+"""
+
+#: Write DONE marks, then claim a whole chunk, in one call.
+#:
+#: KEYS: the storage keys of the marks, then those of the claims in request order (a claimed
+#: key may repeat: the second is BUSY).
+#: ARGV[1]: lease, ms; ARGV[2]: attempts TTL, ms; ARGV[3]: the call's token secret;
+#: ARGV[4]: the number of marks ``m``; then four per mark: token, outcome, payload hash,
+#: done TTL in ms; then one per claim: its replay id, ``-`` for none or ``+`` then the id.
+#: Reply: ``{marks, claims}``: ``marks`` has 1 (done) or 0 (the token holds no live lease)
+#: per mark; ``claims`` one array per key, in request order:
+#: ``{1, attempts, prepaid}`` CLAIMED with token ``secret .. '-' .. (i - 1)``;
+#: ``{2, attempts, ms left on the lease}`` BUSY;
+#: ``{3, attempts, outcome, payload hash}`` DUPLICATE.
+SETTLE = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local lease = tonumber(ARGV[1])
+local attempts_ttl = tonumber(ARGV[2])
+local secret = ARGV[3]
+local marks = tonumber(ARGV[4])
+local recorded = {}
+for i = 1, marks do
+  local a = 4 + (i - 1) * 4
+  recorded[i] = mark_done(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4]),
+                          now)
+end
+local first = 4 + marks * 4
+local claims = {}
+for i = marks + 1, #KEYS do
+  local n = i - marks
+  local arg = ARGV[first + n]
+  local replay = false
+  if string.sub(arg, 1, 1) == '+' then replay = string.sub(arg, 2) end
+  claims[n] = claim_key(KEYS[i], replay, secret .. '-' .. (n - 1), lease, attempts_ttl, now)
+end
+return {recorded, claims}
 """
 )
 
 #: Count one handler start under a live lease and renew the lease to its claimed length.
 #:
 #: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: attempts TTL, ms.
-#: Reply: the attempts including this start, or -1 if the token holds no live lease.
+#: Reply: the attempts including this start, or -1 if the token holds no live lease. The
+#: start the claim prepaid is confirmed, not counted again.
 START = (
     _PRELUDE
     + """
@@ -159,7 +213,14 @@ if claimed_for > 0 then
   e.rt = e.ld + tonumber(ARGV[2])
   redis.call('HSET', key, 'ld', int(e.ld), 'rt', int(e.rt))
 end
-e.att = redis.call('HINCRBY', key, 'att', 1)
+if e.pp ~= ARGV[1] then
+  -- a start of its own; an uncertain prepaid start of an expired lease is charged from now on
+  e.att = redis.call('HINCRBY', key, 'att', 1)
+end
+if e.pp then
+  e.pp = false
+  redis.call('HDEL', key, 'pp')
+end
 expire(key, e, now)
 return e.att
 """
@@ -193,27 +254,16 @@ return 1
 COMPLETE = (
     _PRELUDE
     + """
-local key = KEYS[1]
-local now = now_ms()
-local e = load(key)
-if not held(e, ARGV[1], now) then return 0 end
-if e.rid then
-  -- this replay id may never claim the key again
-  redis.call('HSET', key, 'r:' .. e.rid, 1)
-end
-e.tok = false
-e.out = ARGV[2]
-e.dd = now + tonumber(ARGV[4])
-redis.call('HDEL', key, 'tok')
-redis.call('HSET', key, 'out', e.out, 'ph', ARGV[3], 'dd', int(e.dd))
-expire(key, e, now)
-return 1
+local done = mark_done(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), now_ms())
+return done
 """
 )
 
 #: Give a live lease up, keeping the attempts (a replay lease leaves the key done).
 #:
-#: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: attempts TTL, ms.
+#: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: attempts TTL, ms;
+#: ARGV[3]: ``1`` if the handler ran on the claim's prepaid start, else ``0`` (an
+#: unconfirmed prepaid start is then taken back).
 #: Reply: 1 if released, 0 if the token holds no live lease.
 RELEASE = (
     _PRELUDE
@@ -222,6 +272,14 @@ local key = KEYS[1]
 local now = now_ms()
 local e = load(key)
 if not held(e, ARGV[1], now) then return 0 end
+if e.pp == ARGV[1] then
+  e.pp = false
+  redis.call('HDEL', key, 'pp')
+  if ARGV[3] ~= '1' then
+    e.att = e.att - 1
+    redis.call('HSET', key, 'att', int(e.att))
+  end
+end
 e.tok = false
 e.rt = now + tonumber(ARGV[2])
 redis.call('HDEL', key, 'tok')
@@ -355,17 +413,8 @@ end
 for _, w in ipairs(writes) do
   redis.call(w.cmd, w.key, unpack(w.args))
 end
-if e.rid then
-  redis.call('HSET', key, 'r:' .. e.rid, 1)
-end
-e.tok = false
-e.out = 'handled'
-e.dd = now + tonumber(ARGV[3])
-redis.call('HDEL', key, 'tok')
-redis.call('HSET', key, 'out', e.out, 'ph', ARGV[2], 'dd', int(e.dd))
-expire(key, e, now)
-return 1
+return (mark_done(key, ARGV[1], 'handled', ARGV[2], tonumber(ARGV[3]), now))
 """
 )
 
-__all__ = ["CLAIM", "COMPLETE", "COMPLETE_WITH_EFFECTS", "RELEASE", "RENEW", "START"]
+__all__ = ["COMPLETE", "COMPLETE_WITH_EFFECTS", "RELEASE", "RENEW", "SETTLE", "START"]

@@ -30,7 +30,7 @@ from eventkit.idempotency.effects import EffectsRefusedError, check_effects
 from eventkit.idempotency.memory import DEFAULT_ATTEMPTS_TTL, DONE_OUTCOMES
 from eventkit.keys import storage_key
 from eventkit.outcomes import Outcome
-from eventkit.ports import Claim, ClaimRequest, ClaimStatus
+from eventkit.ports import Claim, ClaimRequest, ClaimStatus, Settled
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from eventkit.idempotency.effects import Effect
+    from eventkit.ports import Completion
 
 #: Redis errors that mean "not reachable or not answering now", never a bug in a script.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -75,7 +76,7 @@ class _Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
-_CLAIM = _Script(redis_scripts.CLAIM)
+_SETTLE = _Script(redis_scripts.SETTLE)
 _START = _Script(redis_scripts.START)
 _RENEW = _Script(redis_scripts.RENEW)
 _COMPLETE = _Script(redis_scripts.COMPLETE)
@@ -87,7 +88,8 @@ class RedisIdempotencyStore:
     """The ``IdempotencyStore`` port on a single Redis node (or Sentinel primary), Redis >= 7.
 
     - ``claim`` of a whole chunk is one script call (``EVALSHA``), so one round trip; the
-      answers are those of ``InMemoryIdempotencyStore``, rule for rule.
+      answers are those of ``InMemoryIdempotencyStore``, rule for rule. ``settle`` writes
+      DONE marks in that same call.
     - ``start``, ``renew``, ``complete`` and ``release`` are one script call each, token-checked
       inside the script.
     - Every connection or timeout error of the client (and a server that is loading, read-only
@@ -130,20 +132,50 @@ class RedisIdempotencyStore:
 
         Raises ``ValueError`` for a lease that is not positive.
         """
-        _check_positive("lease_seconds", lease_seconds)
         if not requests:
+            _check_positive("lease_seconds", lease_seconds)
             return []
+        return (await self.settle((), requests, lease_seconds)).claims
+
+    async def settle(
+        self,
+        completions: Sequence[Completion],
+        requests: Sequence[ClaimRequest],
+        lease_seconds: float,
+    ) -> Settled:
+        """Write DONE marks, then claim keys, in one script call.
+
+        Raises ``ValueError`` (writing nothing) for a mark ``complete`` would refuse, or a
+        lease that is not positive.
+        """
+        _check_positive("lease_seconds", lease_seconds)
+        if not completions and not requests:
+            return Settled([], [])
         # one random secret per call, the index per key: tokens stay unguessable and unique
         secret = secrets.token_hex(12)
-        keys = [storage_key(request.key) for request in requests]
-        args: list[str | int] = [_milliseconds(lease_seconds), self._attempts_ttl_ms, secret]
+        keys = [storage_key(mark.key) for mark in completions]
+        keys.extend(storage_key(request.key) for request in requests)
+        args: list[str | int] = [
+            _milliseconds(lease_seconds),
+            self._attempts_ttl_ms,
+            secret,
+            len(completions),
+        ]
+        for mark in completions:
+            _check_mark(mark.outcome, mark.ttl_seconds)
+            args.extend(
+                (mark.token, mark.outcome.value, mark.payload_hash, _milliseconds(mark.ttl_seconds))
+            )
         args.extend("-" if r.replay_id is None else "+" + r.replay_id for r in requests)
-        replies = await self._run(_CLAIM, keys, args)
-        return [_claim_from(reply, f"{secret}-{index}") for index, reply in enumerate(replies)]
+        recorded, replies = await self._run(_SETTLE, keys, args)
+        return Settled(
+            [bool(done) for done in recorded],
+            [_claim_from(reply, f"{secret}-{index}") for index, reply in enumerate(replies)],
+        )
 
     async def start(self, key: str, token: str) -> int:
-        """Count one handler start, renew the lease to the length it was claimed for, and
-        return the attempts including this one.
+        """Count one handler start (or confirm the claim's prepaid one), renew the lease to
+        the length it was claimed for, and return the attempts including this one.
 
         Raises ``LeaseLostError`` unless ``token`` holds a live lease on ``key``.
         """
@@ -166,9 +198,7 @@ class RedisIdempotencyStore:
 
         Raises ``ValueError`` for an outcome other than ``HANDLED`` or ``DEAD_LETTERED``.
         """
-        if outcome not in DONE_OUTCOMES:
-            raise ValueError(f"a key is done as handled or dead_lettered, not {outcome.value}")
-        _check_positive("ttl_seconds", ttl_seconds)
+        _check_mark(outcome, ttl_seconds)
         args: list[str | int] = [token, outcome.value, payload_hash, _milliseconds(ttl_seconds)]
         return bool(await self._run(_COMPLETE, [storage_key(key)], args))
 
@@ -209,9 +239,12 @@ class RedisIdempotencyStore:
                 raise EffectsRefusedError(str(error).removeprefix("EFFECTS ")) from error
             raise
 
-    async def release(self, key: str, token: str) -> bool:
-        """Give the lease up, keeping attempts; ``False`` if the token lost the lease."""
-        args: list[str | int] = [token, self._attempts_ttl_ms]
+    async def release(self, key: str, token: str, *, started: bool = False) -> bool:
+        """Give the lease up, keeping attempts; ``False`` if the token lost the lease.
+
+        The claim's prepaid start, if unconfirmed, is taken back unless ``started``.
+        """
+        args: list[str | int] = [token, self._attempts_ttl_ms, 1 if started else 0]
         return bool(await self._run(_RELEASE, [storage_key(key)], args))
 
     async def _run(
@@ -232,7 +265,7 @@ def _claim_from(reply: Sequence[Any], token: str) -> Claim:
     status = int(reply[0])
     attempts = int(reply[1])
     if status == _CLAIMED:
-        return Claim(ClaimStatus.CLAIMED, token=token, attempts=attempts)
+        return Claim(ClaimStatus.CLAIMED, token=token, attempts=attempts, prepaid=reply[2] == 1)
     if status == _BUSY:
         return Claim(ClaimStatus.BUSY, retry_after=int(reply[2]) / 1000, attempts=attempts)
     return Claim(
@@ -251,6 +284,12 @@ def _text(value: str | bytes) -> str:
 def _milliseconds(seconds: float) -> int:
     # rounded down, so a BUSY answer never reports more time than the lease has
     return max(1, int(seconds * 1000))
+
+
+def _check_mark(outcome: Outcome, ttl_seconds: float) -> None:
+    if outcome not in DONE_OUTCOMES:
+        raise ValueError(f"a key is done as handled or dead_lettered, not {outcome.value}")
+    _check_positive("ttl_seconds", ttl_seconds)
 
 
 def _check_positive(name: str, seconds: float) -> None:

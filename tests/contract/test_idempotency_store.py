@@ -21,7 +21,7 @@ from eventkit.idempotency.effects import (
     RedisEffects,
 )
 from eventkit.outcomes import Outcome
-from eventkit.ports import Claim, ClaimRequest, ClaimStatus
+from eventkit.ports import Claim, ClaimRequest, ClaimStatus, Completion
 
 if TYPE_CHECKING:
     from eventkit.ports import EffectsStore
@@ -159,6 +159,95 @@ async def test_claim_alone_spends_no_attempt(store_harness: StoreHarness) -> Non
     token = await claimed_token(store_harness, "k")
     assert await store_harness.store.release("k", token)
     assert (await claim(store_harness, "k")).attempts == 0
+
+
+async def test_a_never_started_key_is_claimed_with_its_first_start_prepaid(
+    store_harness: StoreHarness,
+) -> None:
+    """The claim of a key never started counts its first start: the claim says ``prepaid``
+    with no attempts before it, and the first ``start`` confirms that start, counting no
+    second one."""
+    store = store_harness.store
+    answer = await claim(store_harness, "k")
+    assert answer.prepaid
+    assert answer.attempts == 0
+    assert answer.token is not None
+    assert await store.start("k", answer.token) == 1
+    assert await store.start("k", answer.token) == 2
+
+
+async def test_a_key_started_before_is_claimed_without_a_prepaid_start(
+    store_harness: StoreHarness,
+) -> None:
+    """A key with starts counted is claimed with them and prepays nothing: its next start
+    is counted by ``start``."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert await store.start("k", token) == 1
+    assert await store.release("k", token)
+    again = await claim(store_harness, "k")
+    assert not again.prepaid
+    assert again.attempts == 1
+    assert again.token is not None
+    assert await store.start("k", again.token) == 2
+
+
+async def test_a_prepaid_start_the_handler_ran_on_stays_counted_after_release(
+    store_harness: StoreHarness,
+) -> None:
+    """``release(started=True)`` keeps the prepaid start: the handler ran on it without a
+    ``start`` call."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert await store.release("k", token, started=True)
+    again = await claim(store_harness, "k")
+    assert again.attempts == 1
+    assert not again.prepaid
+
+
+async def test_a_done_mark_confirms_the_prepaid_start(store_harness: StoreHarness) -> None:
+    """A key completed without a ``start`` call reports the prepaid start as an attempt."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert await store.complete("k", token, Outcome.HANDLED, HASH, store_harness.ttl)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.DUPLICATE
+    assert answer.attempts == 1
+
+
+async def test_a_prepaid_start_of_an_expired_lease_is_uncertain(
+    store_harness: StoreHarness,
+) -> None:
+    """A lease that expired on an unconfirmed prepaid start (a crash) leaves that start
+    uncertain: the next claim reports the starts known to have happened (none) and prepays
+    nothing, and its first ``start`` charges the uncertain one too."""
+    store = store_harness.store
+    await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    answer = await claim(store_harness, "k")
+    assert answer.status is ClaimStatus.CLAIMED
+    assert answer.attempts == 0
+    assert not answer.prepaid
+    assert answer.token is not None
+    assert await store.start("k", answer.token) == 2
+    assert await store.release("k", answer.token)
+    assert (await claim(store_harness, "k")).attempts == 2
+
+
+async def test_an_uncertain_start_is_kept_by_a_release_before_the_next_start(
+    store_harness: StoreHarness,
+) -> None:
+    """A lease released before it started leaves an earlier lease's uncertain start as it
+    was: only the lease that prepaid a start can take it back."""
+    store = store_harness.store
+    await claimed_token(store_harness, "k")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    token = await claimed_token(store_harness, "k")
+    assert await store.release("k", token)
+    answer = await claim(store_harness, "k")
+    assert answer.attempts == 0
+    assert answer.token is not None
+    assert await store.start("k", answer.token) == 2
 
 
 async def test_start_with_wrong_token_raises_lease_lost(store_harness: StoreHarness) -> None:
@@ -306,6 +395,81 @@ async def test_done_key_is_free_after_its_ttl(store_harness: StoreHarness) -> No
     answer = await claim(store_harness, "k")
     assert answer.status is ClaimStatus.CLAIMED
     assert answer.attempts == 0
+
+
+# --- settle: DONE marks and claims in one call -------------------------------------------------
+
+
+def mark(
+    harness: StoreHarness, key: str, token: str, outcome: Outcome = Outcome.HANDLED
+) -> Completion:
+    """A DONE mark of ``key`` with the harness's TTL."""
+    return Completion(key, token, outcome, HASH, harness.ttl)
+
+
+async def test_settle_writes_the_marks_before_it_claims(store_harness: StoreHarness) -> None:
+    """``settle`` writes each mark first, so a key marked done in the call is a DUPLICATE
+    of its own claim, and claims the others as ``claim`` would."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "done-now")
+    settled = await store.settle(
+        [mark(store_harness, "done-now", token, Outcome.DEAD_LETTERED)],
+        [ClaimRequest("done-now"), ClaimRequest("free")],
+        store_harness.lease,
+    )
+    assert settled.recorded == [True]
+    first, second = settled.claims
+    assert first.status is ClaimStatus.DUPLICATE
+    assert first.outcome is Outcome.DEAD_LETTERED
+    assert first.payload_hash == HASH
+    assert second.status is ClaimStatus.CLAIMED
+    assert second.prepaid
+
+
+async def test_settle_refuses_the_mark_of_a_lost_lease_and_writes_the_rest(
+    store_harness: StoreHarness,
+) -> None:
+    """A mark whose token no longer holds its key is refused (``False``), the marks beside it
+    are written, and the key stays with the lease that holds it."""
+    store = store_harness.store
+    stale = await claimed_token(store_harness, "lost")
+    await store_harness.pass_time(store_harness.lease * 1.5)
+    holder = await claimed_token(store_harness, "lost")
+    kept = await claimed_token(store_harness, "kept")
+    settled = await store.settle(
+        [mark(store_harness, "lost", stale), mark(store_harness, "kept", kept)],
+        [],
+        store_harness.lease,
+    )
+    assert settled.recorded == [False, True]
+    assert settled.claims == []
+    assert (await claim(store_harness, "lost")).status is ClaimStatus.BUSY
+    assert (await claim(store_harness, "kept")).status is ClaimStatus.DUPLICATE
+    assert await store.complete("lost", holder, Outcome.HANDLED, HASH, store_harness.ttl)
+
+
+async def test_settle_with_nothing_to_do_answers_nothing(store_harness: StoreHarness) -> None:
+    """An empty ``settle`` writes and claims nothing."""
+    settled = await store_harness.store.settle([], [], store_harness.lease)
+    assert settled.recorded == []
+    assert settled.claims == []
+
+
+async def test_settle_refuses_a_mark_with_an_outcome_not_recorded_writing_nothing(
+    store_harness: StoreHarness,
+) -> None:
+    """A mark ``complete`` would refuse makes the whole call a ``ValueError``: the good mark
+    beside it is not written either."""
+    store = store_harness.store
+    good = await claimed_token(store_harness, "good")
+    bad = await claimed_token(store_harness, "bad")
+    with pytest.raises(ValueError, match="handled or dead_lettered"):
+        await store.settle(
+            [mark(store_harness, "good", good), mark(store_harness, "bad", bad, Outcome.DEFERRED)],
+            [],
+            store_harness.lease,
+        )
+    assert (await claim(store_harness, "good")).status is ClaimStatus.BUSY
 
 
 # --- release ----------------------------------------------------------------------------------
@@ -696,11 +860,11 @@ async def test_memory_store_forgets_expired_entries() -> None:
     assert await store.release("k0", str(tokens[0]))
     assert await store.complete("k1", str(tokens[1]), Outcome.HANDLED, HASH, 50.0)
     assert len(store) == 3
-    clock.advance(20.0)  # k2's lease expired with no start: nothing to remember
-    assert len(store) == 2
+    clock.advance(20.0)  # k2's lease expired on an unconfirmed prepaid start: it is kept
+    assert len(store) == 3
     clock.advance(40.0)  # k1's done TTL passed
-    assert len(store) == 1
-    clock.advance(100.0)  # k0's attempts are kept no longer
+    assert len(store) == 2
+    clock.advance(100.0)  # k0's and k2's attempts are kept no longer
     assert len(store) == 0
 
 
@@ -709,7 +873,8 @@ async def test_memory_store_sweeps_while_claiming() -> None:
     store, clock = memory_store()
     for round_ in range(50):
         await store.claim([ClaimRequest(f"k{round_}")], 1.0)
-        clock.advance(2.0)
+        # past the lease and the attempts TTL: even an uncertain prepaid start is gone
+        clock.advance(102.0)
     # the raw table, since len() itself purges: only the sweep keeps this one small
     assert len(store._entries) < 8
 

@@ -33,6 +33,8 @@ CATCHING_TESTS = {
         "test_renew_extends_the_lease",
         "test_replay_lease_makes_others_busy",
         "test_memory_store_defaults_to_the_system_clock",
+        "test_settle_refuses_a_mark_with_an_outcome_not_recorded_writing_nothing",
+        "test_settle_refuses_the_mark_of_a_lost_lease_and_writes_the_rest",
     },
     "complete_without_token_check": {
         "test_complete_with_wrong_token_is_refused",
@@ -42,12 +44,17 @@ CATCHING_TESTS = {
         "test_complete_twice_is_refused",
         "test_released_token_no_longer_works",
         "test_a_started_key_whose_lease_expired_refuses_its_old_token_everywhere",
+        "test_settle_refuses_the_mark_of_a_lost_lease_and_writes_the_rest",
     },
     "effects_without_token_check": {
         "test_complete_with_effects_after_takeover_applies_nothing",
         "test_complete_with_effects_after_the_lease_expired_applies_nothing",
         "test_complete_with_effects_twice_applies_once",
         "test_writes_of_a_released_lease_never_land",
+    },
+    "release_keeps_prepaid_start": {
+        "test_claim_alone_spends_no_attempt",
+        "test_memory_store_released_key_without_attempts_is_forgotten",
     },
 }
 

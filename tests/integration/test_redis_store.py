@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from eventkit.embedded_redis import EmbeddedRedis
 from eventkit.errors import LeaseLostError, StoreUnavailableError
 from eventkit.idempotency import RedisIdempotencyStore, redis_scripts
+from eventkit.idempotency.memory import DEFAULT_ATTEMPTS_TTL
 from eventkit.keys import event_key, storage_key
 from eventkit.outcomes import Outcome
 from eventkit.ports import ClaimRequest, ClaimStatus
@@ -118,7 +119,7 @@ async def test_calls_work_again_after_script_flush(
     other = await claimed_token(store, key("b"))
     await observer.script_flush()
     assert await store.release(key("b"), other)
-    shas = [sha1(text) for text in (redis_scripts.RELEASE, redis_scripts.CLAIM)]
+    shas = [sha1(text) for text in (redis_scripts.RELEASE, redis_scripts.SETTLE)]
     assert await observer.script_exists(*shas) == [True, False]
 
 
@@ -288,8 +289,9 @@ async def test_lease_deadline_and_expiry_follow_the_server_clock(
     assert raw_deadline is not None
     deadline = int(raw_deadline)
     assert before + LEASE * 1000 <= deadline <= after + LEASE * 1000
-    # a key with no attempts lives as long as its lease: expire time == deadline
-    assert int(await observer.execute_command("PEXPIRETIME", stored)) == deadline
+    # the claim's prepaid start is remembered for the attempts TTL after the lease ends
+    expires = int(await observer.execute_command("PEXPIRETIME", stored))
+    assert expires == deadline + int(DEFAULT_ATTEMPTS_TTL * 1000)
     (busy,) = await store.claim([ClaimRequest(key("a"))], LEASE)
     now = await server_ms(observer)
     assert busy.status is ClaimStatus.BUSY
@@ -300,8 +302,8 @@ async def test_stored_keys_are_storage_keys_with_an_expiry(
     client: redis.asyncio.Redis, observer: redis.asyncio.Redis
 ) -> None:
     """Redis holds ``storage_key(key)`` (namespace and hash, never the event id) and every key
-    has an expiry: lease end for a fresh lease, plus the attempts TTL once started, the done
-    TTL once completed; a key released before any start is deleted."""
+    has an expiry: lease end plus the attempts TTL (the claim prepaid a start), the done TTL
+    once completed; a key released before any start is deleted."""
     store = RedisIdempotencyStore(client, attempts_ttl_seconds=3600.0)
     long_id = "id-with-\x00-control-and-" + "x" * 5000
     names = {"started": key(long_id), "done": key("done"), "released": key("released")}
@@ -311,7 +313,7 @@ async def test_stored_keys_are_storage_keys_with_an_expiry(
     assert stored == sorted(storage_key(name) for name in names.values())
     assert all(len(name) == len("eventkit:svc:group:") + 32 for name in stored)
     ttls = [await observer.pttl(name) for name in stored]
-    assert all(0 < ttl <= LEASE * 1000 for ttl in ttls)
+    assert all((LEASE + 3590) * 1000 < ttl <= (LEASE + 3600) * 1000 for ttl in ttls)
 
     await store.start(names["started"], tokens["started"])
     assert await observer.pttl(storage_key(names["started"])) > (LEASE + 3590) * 1000
@@ -324,8 +326,9 @@ async def test_stored_keys_are_storage_keys_with_an_expiry(
 async def test_redis_forgets_keys_when_the_memory_store_would(
     client: redis.asyncio.Redis, observer: redis.asyncio.Redis
 ) -> None:
-    """With short durations the keys disappear from Redis on their own: a lease that expired
-    with no start, a done key past its TTL, a released key's attempts past the attempts TTL."""
+    """With short durations the keys disappear from Redis on their own: a done key past its
+    TTL, a released key's attempts past the attempts TTL, and a lease that expired on its
+    unconfirmed prepaid start past the attempts TTL counted from the lease end."""
     store = RedisIdempotencyStore(client, attempts_ttl_seconds=0.6)
     lease = 0.3
     answers = await store.claim(
@@ -338,8 +341,10 @@ async def test_redis_forgets_keys_when_the_memory_store_would(
     await store.release(key("rel"), released)
     assert len(await observer.keys("*")) == 3
     await asyncio.sleep(0.45)  # past the idle lease and the done TTL
-    assert sorted(await observer.keys("*")) == [storage_key(key("rel"))]
+    assert sorted(await observer.keys("*")) == sorted(storage_key(key(n)) for n in ("idle", "rel"))
     await asyncio.sleep(0.3)  # past the attempts TTL counted from the release
+    assert await observer.keys("*") == [storage_key(key("idle"))]
+    await asyncio.sleep(0.25)  # past the attempts TTL counted from the idle lease's end
     # KEYS skips expired keys that Redis has not reclaimed yet (DBSIZE would count them)
     assert await observer.keys("*") == []
     assert idle
