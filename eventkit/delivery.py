@@ -25,6 +25,11 @@ class LeaseKeeper(Protocol):
         """Extend the lease before a wait of ``seconds``."""
         ...
 
+    async def flush(self) -> None:
+        """Write the queued DONE marks, and wait for those being written by other calls;
+        raises ``StoreUnavailableError`` (the marks stay queued) if the store is unreachable."""
+        ...
+
 
 class Delivery:
     """The state of one record while the chain runs; middlewares read and fill it in.
@@ -49,6 +54,7 @@ class Delivery:
         "idempotency_key",
         "last_failure",
         "lease_keeper",
+        "on_recorded",
         "payload",
         "record",
         "replay_id",
@@ -91,10 +97,12 @@ class Delivery:
         self.closing: bool = False
         # a failure already judged final, whose dead letter was not acknowledged yet
         self.verdict: Exception | None = None
-        # a final outcome whose DONE mark could not be written yet
+        # a final outcome whose DONE mark is not written yet (queued, or the store was down)
         self.unrecorded: Outcome | None = None
         # the idempotency step's hooks: count each handler start, keep the lease over waits
         self.lease_keeper: LeaseKeeper | None = None
+        # called once its queued DONE mark is written: the lane holding it finishes it then
+        self.on_recorded: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         record = self.record

@@ -203,9 +203,13 @@ class IdempotencyStore(Protocol):
         ``complete`` writes it, each claim as ``claim`` answers it)."""
         ...
 
-    async def start(self, key: str, token: str) -> int:
+    async def start(self, key: str, token: str, *, prepaid_used: bool = False) -> int:
         """Count one handler start (or confirm the claim's prepaid one), renew the lease to
-        the length it was claimed for, and return the attempts including this one."""
+        the length it was claimed for, and return the attempts including this one.
+
+        ``prepaid_used``: an earlier attempt ran on the prepaid start with no ``start`` call,
+        so this start is counted on top of it.
+        """
         ...
 
     async def renew(self, key: str, token: str, lease_seconds: float) -> bool: ...

@@ -181,10 +181,11 @@ class TestBus:
             self._raise_if_failed()
             if condition():
                 return
-            if self.clock.advance_to_next():
-                continue
+            # checked before the clock moves too: sleepers that wake forever never end a run
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the condition did not hold: {self._describe()}")
+            if self.clock.advance_to_next():
+                continue
             # something awaits real I/O (a handler, the poll); give it real time
             await asyncio.sleep(0.001)
 

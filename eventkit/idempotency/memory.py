@@ -206,10 +206,11 @@ class InMemoryIdempotencyStore:
         claims = await self.claim(requests, lease_seconds) if requests else []
         return Settled(recorded, claims)
 
-    async def start(self, key: str, token: str) -> int:
+    async def start(self, key: str, token: str, *, prepaid_used: bool = False) -> int:
         """Count one handler start (or confirm the claim's prepaid one), renew the lease to
         the length it was claimed for, and return the attempts including this one.
 
+        ``prepaid_used``: an earlier attempt ran on the prepaid start, so this one counts.
         Raises ``LeaseLostError`` unless ``token`` holds a live lease on ``key``.
         """
         if self._unavailable:
@@ -221,7 +222,7 @@ class InMemoryIdempotencyStore:
         # a key claimed ahead may start late in its lease: the handler gets a whole one
         entry.lease_deadline = now + entry.lease_seconds
         entry.retain_until = entry.lease_deadline + self._attempts_ttl
-        if entry.prepaid_token == token:
+        if entry.prepaid_token == token and not prepaid_used:
             entry.prepaid_token = None  # this is the start the claim counted
         else:
             # an uncertain prepaid start of an expired lease is charged from now on

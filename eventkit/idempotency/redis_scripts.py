@@ -196,9 +196,10 @@ return {recorded, claims}
 
 #: Count one handler start under a live lease and renew the lease to its claimed length.
 #:
-#: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: attempts TTL, ms.
+#: KEYS[1]: the storage key; ARGV[1]: the lease token; ARGV[2]: attempts TTL, ms;
+#: ARGV[3]: ``1`` if an earlier attempt ran on the claim's prepaid start, else ``0``.
 #: Reply: the attempts including this start, or -1 if the token holds no live lease. The
-#: start the claim prepaid is confirmed, not counted again.
+#: start the claim prepaid is confirmed, not counted again, unless it was used already.
 START = (
     _PRELUDE
     + """
@@ -213,7 +214,7 @@ if claimed_for > 0 then
   e.rt = e.ld + tonumber(ARGV[2])
   redis.call('HSET', key, 'ld', int(e.ld), 'rt', int(e.rt))
 end
-if e.pp ~= ARGV[1] then
+if e.pp ~= ARGV[1] or ARGV[3] == '1' then
   -- a start of its own; an uncertain prepaid start of an expired lease is charged from now on
   e.att = redis.call('HINCRBY', key, 'att', 1)
 end

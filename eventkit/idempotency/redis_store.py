@@ -173,13 +173,14 @@ class RedisIdempotencyStore:
             [_claim_from(reply, f"{secret}-{index}") for index, reply in enumerate(replies)],
         )
 
-    async def start(self, key: str, token: str) -> int:
+    async def start(self, key: str, token: str, *, prepaid_used: bool = False) -> int:
         """Count one handler start (or confirm the claim's prepaid one), renew the lease to
         the length it was claimed for, and return the attempts including this one.
 
+        ``prepaid_used``: an earlier attempt ran on the prepaid start, so this one counts.
         Raises ``LeaseLostError`` unless ``token`` holds a live lease on ``key``.
         """
-        args: list[str | int] = [token, self._attempts_ttl_ms]
+        args: list[str | int] = [token, self._attempts_ttl_ms, 1 if prepaid_used else 0]
         attempts = int(await self._run(_START, [storage_key(key)], args))
         if attempts < 0:
             raise LeaseLostError(f"the lease on {key!r} is lost")

@@ -14,10 +14,10 @@ from eventkit.idempotency.effects import RedisEffects
 from eventkit.keys import key_prefix, payload_hash
 from eventkit.middleware.retry import stray_cancel
 from eventkit.outcomes import Outcome
-from eventkit.ports import ClaimRequest, ClaimStatus
+from eventkit.ports import ClaimRequest, ClaimStatus, Completion
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     from eventkit.delivery import Delivery
     from eventkit.middleware.route import DirectCall
@@ -46,6 +46,8 @@ class IdempotencyCounts:
     lease_lost: int = 0
     key_conflict: int = 0
     claim_calls: int = 0
+    #: store calls that wrote queued DONE marks alone (most go with a claim)
+    mark_calls: int = 0
     #: store calls a fail-open handler went without because the store was unreachable
     bypassed: int = 0
 
@@ -58,6 +60,12 @@ class IdempotencyGuard:
     key seen twice in a chunk is claimed once; the second delivery claims after the first
     finished (and is then a duplicate). A key held by another lane of this worker is waited
     for, not deferred. ``DONE`` is written by this guard, token-checked, never by a handler.
+
+    The chunk claim prepays each new key's first start, so a first attempt under a lease at
+    least half fresh makes no store call. A plain handler's DONE mark is queued, and written
+    in the same store call as the next chunk claim (of any lane), or by ``flush``: a lane
+    holds the record unfinished until then. Fail-open and atomic-effect handlers write their
+    DONE at once.
 
     For an atomic-effect handler the guard also hands each attempt a fresh ``RedisEffects``
     (``stage_effects``) and writes the successful attempt's staged writes with the DONE mark,
@@ -96,6 +104,10 @@ class IdempotencyGuard:
         self._pace = 0.001
         # the staged writes of each atomic-effect delivery's latest attempt, until DONE
         self._staged: dict[Delivery, RedisEffects] = {}
+        # DONE marks queued for the next store call, oldest first
+        self._marks: dict[Delivery, Completion] = {}
+        # store calls writing marks now: a flush waits for them too
+        self._writing: set[asyncio.Future[None]] = set()
 
     def key_of(self, delivery: Delivery) -> str:
         """The idempotency key of a decoded delivery (``keys.event_key``), made once."""
@@ -144,26 +156,93 @@ class IdempotencyGuard:
                 keys.add(key)
                 chunk.append(later)
                 requests.append(ClaimRequest(key, later.replay_id))
-        self.counts.claim_calls += 1
-        claims = await self.store.claim(requests, self._lease)
+        # renewals count from before the call, so the lease's age is never underestimated
+        before = self._clock.monotonic()
+        claims = await self._claim(requests)
         held = self._held
+        running = self._running
         for claimed, claim in zip(chunk, claims, strict=True):
             claimed.claim = claim
             if claim.status is _CLAIMED:
                 held[claimed.idempotency_key or ""] = claimed
+                # renewed from now on: a chunk that runs slower than estimated keeps its leases
+                running[claimed] = before
         if _crashpoints.ARMED is not None and any(c.status is _CLAIMED for c in claims):
             crash_point("after_claim")
 
     async def _claim_one(self, delivery: Delivery) -> Claim:
         key = self.key_of(delivery)
-        self.counts.claim_calls += 1
-        [claim] = await self.store.claim([ClaimRequest(key, delivery.replay_id)], self._lease)
+        before = self._clock.monotonic()
+        [claim] = await self._claim([ClaimRequest(key, delivery.replay_id)])
         delivery.claim = claim
         if claim.status is _CLAIMED:
             self._held[key] = delivery
+            self._running[delivery] = before
         if _crashpoints.ARMED is not None and claim.status is _CLAIMED:
             crash_point("after_claim")
         return claim
+
+    async def _claim(self, requests: list[ClaimRequest]) -> list[Claim]:
+        """Claim ``requests``, writing the queued DONE marks in the same store call."""
+        self.counts.claim_calls += 1
+        marks = self._marks
+        if not marks:
+            return await self.store.claim(requests, self._lease)
+        self._marks = {}
+        return await self._write(marks, requests)
+
+    async def _write(
+        self, marks: dict[Delivery, Completion], requests: Sequence[ClaimRequest]
+    ) -> list[Claim]:
+        """Write ``marks`` (and claim ``requests``) in one store call; on any failure the
+        marks are queued again, oldest first, and the error propagates."""
+        written = asyncio.get_running_loop().create_future()
+        self._writing.add(written)
+        try:
+            settled = await self.store.settle(list(marks.values()), requests, self._lease)
+        except BaseException:
+            # not written, or not known to be: written again later (a repeat is refused
+            # as lost, never applied twice)
+            self._marks = {**marks, **self._marks}
+            raise
+        finally:
+            self._writing.discard(written)
+            written.set_result(None)
+        counts = self.counts
+        for (delivery, mark), recorded in zip(marks.items(), settled.recorded, strict=True):
+            if not recorded:
+                counts.lease_lost += 1  # the effect happened, the mark did not
+            self._recorded(delivery, mark.key)
+        if _crashpoints.ARMED is not None:
+            crash_point("after_done")
+        return settled.claims
+
+    async def flush(self) -> None:
+        """Write the queued DONE marks and wait for those other calls are writing; raises
+        ``StoreUnavailableError`` (the marks stay queued) if the store is unreachable."""
+        in_progress = list(self._writing)
+        if self._marks:
+            marks = self._marks
+            self._marks = {}
+            self.counts.mark_calls += 1
+            await self._write(marks, ())
+        if in_progress:
+            await asyncio.wait(in_progress)
+
+    async def _before_suspect_start(self) -> None:
+        """Write the queued marks before a start that needs a store call of its own: such a
+        record has run before (a retry, or a redelivery after a crash), so it may crash the
+        worker again, and the records finished before it must not be lost with it."""
+        self.counts.mark_calls += 1
+        marks = self._marks
+        self._marks = {}
+        await self._write(marks, ())
+
+    def _fresh(self, delivery: Delivery) -> bool:
+        """Whether the lease of ``delivery`` is at least half fresh (its prepaid start may be
+        used with no store call)."""
+        renewed = self._running.get(delivery)
+        return renewed is not None and self._clock.monotonic() - renewed < self._lease * 0.5
 
     def _let_go(self, key: str, delivery: Delivery) -> None:
         if self._held.get(key) is not delivery:
@@ -189,6 +268,9 @@ class IdempotencyGuard:
             return None
         if holder.lease_keeper is None:
             await self._give_up(holder)
+        elif holder in self._marks or self._writing:
+            # it finished and its mark is queued: write it, and the key is done
+            await self.flush()
         else:
             waiter = self._waiters.get(key)
             if waiter is None:
@@ -198,7 +280,14 @@ class IdempotencyGuard:
         return await self._claim_one(delivery)
 
     async def release_unstarted(self, deliveries: Iterable[Delivery]) -> None:
-        """Release the claims of deliveries that will not run here (revoke, shutdown)."""
+        """Release the claims of deliveries that will not run here (revoke, shutdown).
+
+        Queued DONE marks are written first: a record cut off after its handler succeeded
+        (its lane's task was cancelled, say) is then final, not left to run again.
+        """
+        if self._marks:
+            with contextlib.suppress(StoreUnavailableError):
+                await self.flush()
         for delivery in deliveries:
             await self._give_up(delivery)
 
@@ -220,6 +309,7 @@ class IdempotencyGuard:
         if atomic:
             self._check_effects_store(spec)
         fail_open = spec.options.fail_open
+        half_lease = self._lease * 0.5
         # read once: an unarmed process pays nothing for the crash points
         crashing = _crashpoints.ARMED is not None
 
@@ -261,8 +351,11 @@ class IdempotencyGuard:
                     delivery.attempt = claim.attempts
                     delivery.lease_keeper = self
                     started = monotonic()
-                    # from now on the lease keeper renews the lease while the handler runs
-                    running[delivery] = started
+                    # renewed by the lease keeper from the claim on (or from now, if it was
+                    # dropped as lost: the start then finds out)
+                    renewed = running.get(delivery)
+                    if renewed is None:
+                        renewed = running[delivery] = started
                     try:
                         if (
                             direct is not None
@@ -272,10 +365,19 @@ class IdempotencyGuard:
                             delivery.attempt += 1
                             error: Exception | None = None
                             try:
-                                if fail_open:
-                                    await self._start_failing_open(key, token)
-                                else:
-                                    await store.start(key, token)
+                                if not claim.prepaid or started - renewed >= half_lease:
+                                    # a start of its own, or a prepaid one on an old lease:
+                                    # the store call renews it for the handler
+                                    running[delivery] = started
+                                    if self._marks and not fail_open:
+                                        await self._before_suspect_start()
+                                    if fail_open:
+                                        counted = await self._start_failing_open(key, token)
+                                    else:
+                                        counted = await store.start(key, token)
+                                    if counted is not None:
+                                        # the store's count: one more after an uncertain start
+                                        delivery.attempt = counted
                                 await direct.call(delivery)
                             except Exception as exc:
                                 error = exc
@@ -316,7 +418,9 @@ class IdempotencyGuard:
                 elif fail_open:
                     recorded = await self._complete_failing_open(key, token, outcome, digest, ttl)
                 else:
-                    recorded = await store.complete(key, token, outcome, digest, ttl)
+                    # queued: the next claim or flush writes it, the lane waits for it
+                    self._marks[delivery] = Completion(key, token, outcome, digest, ttl)
+                    return outcome
                 if not recorded:
                     counts.lease_lost += 1  # the effect happened, the mark did not
                 if crashing:
@@ -419,6 +523,10 @@ class IdempotencyGuard:
             del self._held[key]
             if self._waiters:
                 self._wake(key)
+        hook = delivery.on_recorded
+        if hook is not None:
+            delivery.on_recorded = None
+            hook()
 
     async def give_up(self, delivery: Delivery) -> None:
         """Release whatever claim ``delivery`` still holds (its chain ended before the
@@ -436,11 +544,15 @@ class IdempotencyGuard:
         if self._staged:
             # a released attempt's writes never land; the next delivery stages its own
             self._staged.pop(delivery, None)
+        if self._marks:
+            self._marks.pop(delivery, None)  # cut off by a drain: the next owner runs it
         if claim is None or claim.token is None:
             return
         key = self.key_of(delivery)
         self._let_go(key, delivery)
-        await _release_quietly(self.store, key, claim.token)
+        # a prepaid start the handler ran on stays counted; one never used is taken back
+        started = claim.prepaid and delivery.attempt > claim.attempts
+        await _release_quietly(self.store, key, claim.token, started)
 
     async def keep(self, delivery: Delivery, seconds: float) -> None:
         """Keep the lease of ``delivery`` for ``seconds`` more than a full lease (a back-off
@@ -449,6 +561,9 @@ class IdempotencyGuard:
         if claim is None or claim.token is None:
             return
         try:
+            if self._marks:
+                # the wait would hold the queued marks (and their records' commits) up
+                await self.flush()
             kept = await self.store.renew(self.key_of(delivery), claim.token, seconds + self._lease)
         except StoreUnavailableError:
             spec = delivery.spec
@@ -461,23 +576,40 @@ class IdempotencyGuard:
             raise LeaseLostError("the idempotency lease expired before the retry")
 
     def starting(self, delivery: Delivery) -> Awaitable[object]:
-        """Record a handler start in the store (the store call, to await); it raises
-        ``LeaseLostError`` if the lease is gone."""
+        """Record a handler start in the store (the store call, to await), taking the
+        attempt number from the store's count; it raises ``LeaseLostError`` if the lease is
+        gone."""
         claim = delivery.claim
         if claim is None or claim.token is None:
             return _nothing()
+        # the attempt the claim prepaid, or a later one (which counts on top of it)
+        prepaid_used = claim.prepaid and delivery.attempt > claim.attempts + 1
+        if claim.prepaid and not prepaid_used and self._fresh(delivery):
+            return _nothing()  # the claim counted this start, and the lease is fresh enough
+        return self._start(delivery, claim.token, prepaid_used)
+
+    async def _start(self, delivery: Delivery, token: str, prepaid_used: bool) -> None:
         key = delivery.idempotency_key or self.key_of(delivery)
         spec = delivery.spec
         if spec is not None and spec.options.fail_open:
-            return self._start_failing_open(key, claim.token)
-        return self.store.start(key, claim.token)
+            counted = await self._start_failing_open(key, token, prepaid_used)
+        else:
+            if self._marks:
+                await self._before_suspect_start()
+            counted = await self.store.start(key, token, prepaid_used=prepaid_used)
+        if counted is not None:
+            delivery.attempt = counted
 
-    async def _start_failing_open(self, key: str, token: str) -> None:
-        """Count a fail-open handler's start if the store answers; run it anyway if not."""
+    async def _start_failing_open(
+        self, key: str, token: str, prepaid_used: bool = False
+    ) -> int | None:
+        """Count a fail-open handler's start if the store answers (its count), and run it
+        anyway if not (``None``)."""
         try:
-            await self.store.start(key, token)
+            return await self.store.start(key, token, prepaid_used=prepaid_used)
         except StoreUnavailableError:
             self.counts.bypassed += 1
+            return None
 
     async def _complete_failing_open(
         self, key: str, token: str, outcome: Outcome, digest: str, ttl: float
@@ -493,13 +625,19 @@ class IdempotencyGuard:
     async def keep_leases(self) -> None:
         """Renew the leases of running handlers, forever (the worker runs it as a task).
 
-        Every third of a lease, each delivery whose lease was last renewed a third of a lease
-        ago or more is renewed to a full lease; a lease the store no longer grants is dropped
+        Every third of a lease, the queued DONE marks are written, and each delivery whose
+        lease was last renewed a third of a lease ago or more (claimed ahead, running, or
+        retrying) is renewed to a full lease; a lease the store no longer grants is dropped
         (its DONE will be refused and counted as lost). A store outage skips a round.
         """
         period = self._lease / 3
         while True:
             await self._clock.sleep(period)
+            if self._marks:
+                try:
+                    await self.flush()
+                except StoreUnavailableError:
+                    continue
             now = self._clock.monotonic()
             for delivery, renewed in list(self._running.items()):
                 claim = delivery.claim
@@ -539,7 +677,7 @@ async def _unprotected(delivery: Delivery, next_: Next, direct: DirectCall | Non
     return _HANDLED if error is None else await direct.after_failure(delivery, error)
 
 
-async def _release_quietly(store: IdempotencyStore, key: str, token: str) -> None:
+async def _release_quietly(store: IdempotencyStore, key: str, token: str, started: bool) -> None:
     # if the store is down the lease expires by itself; the record stays unfinished anyway
     with contextlib.suppress(StoreUnavailableError):
-        await store.release(key, token)
+        await store.release(key, token, started=started)

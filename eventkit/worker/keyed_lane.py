@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from eventkit.delivery import Delivery
 from eventkit.outcomes import Outcome
 from eventkit.worker.inflight import InFlightLimit
+from eventkit.worker.settling import Settling
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -40,6 +41,9 @@ class KeyedLane:
 
     A ``DEFERRED`` record keeps its key (nothing of that key starts behind it), stays
     unfinished, and keeps the partition paused until it is final; other keys carry on.
+
+    A record whose DONE mark was queued frees its runner and its key at once; its offset
+    finishes once the mark is written (``Settling``), by a claim, or by an idle runner.
     """
 
     def __init__(
@@ -60,7 +64,6 @@ class KeyedLane:
         self._dispatch = dispatch
         self._offsets = offsets
         self._owner = owner
-        self._progress = progress
         self._clock = clock
         self._config = config
         self._limit = limit if limit is not None else InFlightLimit(config.max_in_flight)
@@ -79,6 +82,7 @@ class KeyedLane:
         # runners that hold no record and wait for a worker-wide slot
         self._wanting_slot: set[int] = set()
         self._wake = asyncio.Event()
+        self._settling = Settling(offsets, progress, clock, config)
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -131,8 +135,8 @@ class KeyedLane:
 
     @property
     def busy(self) -> bool:
-        """Whether a record is running or waiting to run again."""
-        return bool(self._active)
+        """Whether a record is running, waiting to run again, or waiting for its mark."""
+        return bool(self._active) or bool(self._settling)
 
     def take_unstarted(self) -> list[Delivery]:
         """Remove and return every queued delivery, in offset order (left for the next owner)."""
@@ -152,12 +156,14 @@ class KeyedLane:
         return list(self._tasks)
 
     def in_flight(self) -> list[Delivery]:
-        return [delivery for delivery in self._running if delivery is not None]
+        running = [delivery for delivery in self._running if delivery is not None]
+        return running + self._settling.deliveries()
 
     def close(self) -> None:
         """Start no further record; a record that only waits (back-off, defer) is cancelled."""
         self._closing = True
         self._wake.set()
+        self._settling.interrupt()
         for index, task in enumerate(self._tasks):
             delivery = self._running[index]
             if delivery is None:
@@ -169,15 +175,26 @@ class KeyedLane:
                 task.cancel()
 
     async def _run(self, index: int) -> None:
+        await self._run_records(index)
+        # closing: one last try at the marks its finished records wait for
+        await self._settling.settle_once()
+
+    async def _run_records(self, index: int) -> None:
         startable = self._startable
         dispatch = self._dispatch
         limit = self._limit
+        settling = self._settling
         while True:
             if self._closing:
                 return
             # no more runners wait for a slot than there are records to start: a runner that
             # got a slot and found nothing would only pass it on, a turn of the loop per hop
             if len(startable) <= len(self._wanting_slot):
+                if settling and not settling.settling:
+                    # idle with marks queued: this runner writes them, the others wait
+                    if not await settling.settle(self.is_closing):
+                        return
+                    continue
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -221,11 +238,11 @@ class KeyedLane:
         return key, delivery
 
     def _finish(self, index: int, key: Key, delivery: Delivery) -> None:
-        """Mark a final record finished and let its key's next record become startable."""
-        self._offsets.finish(delivery.record.offset)
+        """Mark a final record finished (or held for its queued DONE mark) and let its key's
+        next record become startable."""
+        self._settling.finish(delivery)
         self._running[index] = None
         self._active.discard(key)
-        self._progress.finished += 1
         queue = self._pending.get(key)
         if queue:
             heappush(self._startable, (queue[0].record.offset, key))
@@ -259,6 +276,8 @@ class KeyedLane:
             delivery.error = None
             if self.is_closing():
                 return False
+            # the records of other keys need not wait for their marks as long as it waits
+            await self._settling.settle_once()
             delivery.waiting = True
             try:
                 await self._clock.sleep(delay)

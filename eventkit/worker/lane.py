@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 from eventkit.delivery import Delivery
 from eventkit.outcomes import Outcome
 from eventkit.worker.inflight import InFlightLimit
+from eventkit.worker.settling import Settling
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -98,6 +99,10 @@ class Lane:
     lane waits (on the clock, interruptibly) and runs the record again; nothing behind it
     starts meanwhile, so the committed position never passes it. A record holds one slot of
     the worker's ``InFlightLimit`` from its start to its final outcome.
+
+    A record whose DONE mark was queued (``Settling``) leaves its slot and lets the next
+    record start, but its offset finishes only once the mark is written; an idle or closing
+    lane writes the marks it waits for itself.
     """
 
     def __init__(
@@ -118,7 +123,6 @@ class Lane:
         self._dispatch = dispatch
         self._offsets = offsets
         self._owner = owner
-        self._progress = progress
         self._clock = clock
         self._config = config
         # shared by every lane of a worker; a lane of its own (benchmarks, tests) gets one
@@ -130,6 +134,7 @@ class Lane:
         self._ready = asyncio.Event()
         self._closing = False
         self._wants_slot = False
+        self._settling = Settling(offsets, progress, clock, config)
         self.current: Delivery | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -163,8 +168,8 @@ class Lane:
 
     @property
     def busy(self) -> bool:
-        """Whether a record is running or waiting to run again."""
-        return self.current is not None
+        """Whether a record is running, waiting to run again, or waiting for its mark."""
+        return self.current is not None or bool(self._settling)
 
     def take_unstarted(self) -> list[Delivery]:
         """Remove and return every queued delivery (they are left for the next owner)."""
@@ -183,12 +188,14 @@ class Lane:
         return [self.task] if self.task is not None else []
 
     def in_flight(self) -> list[Delivery]:
-        return [self.current] if self.current is not None else []
+        held = self._settling.deliveries()
+        return [self.current, *held] if self.current is not None else held
 
     def close(self) -> None:
         """Start no further record; a record that only waits (back-off, defer) is cancelled."""
         self._closing = True
         self._ready.set()
+        self._settling.interrupt()
         current = self.current
         if current is None:
             if self._wants_slot and self.task is not None:
@@ -199,15 +206,19 @@ class Lane:
             self.task.cancel()
 
     async def _run(self) -> None:
+        await self._run_records()
+        # closing: one last try at the marks its finished records wait for
+        await self._settling.settle_once()
+
+    async def _run_records(self) -> None:
         queue = self._queue
         dispatch = self._dispatch
-        finish = self._offsets.finish
         owner = self._owner
-        progress = self._progress
         limit = self._limit
         waiters = limit.waiters
         resume_at = self._config.max_buffered // 2
         upcoming = self.upcoming
+        finish = self._settling.finish
         # the slot is kept over records run back to back (nothing awaits between them), so
         # the hot path pays for it once per run of records, not per record
         holding = False
@@ -217,10 +228,8 @@ class Lane:
                     if holding:
                         holding = False
                         limit.release()  # idle: the slot is free for other lanes
-                    if self._closing:
+                    if not await self._idle():
                         return
-                    self._ready.clear()
-                    await self._ready.wait()
                     continue
                 if self._closing:
                     return
@@ -236,9 +245,9 @@ class Lane:
                 outcome = await dispatch(delivery)
                 if outcome is _DEFERRED and not await self._retry_deferred(delivery):
                     return  # closing: the record stays unfinished for the next owner
-                finish(delivery.record.offset)
+                # final now, or once its queued DONE mark is written
+                finish(delivery)
                 self.current = None
-                progress.finished += 1
                 if waiters:
                     holding = False
                     limit.release()  # other lanes wait for a slot: take turns
@@ -248,6 +257,19 @@ class Lane:
             # also when cancelled mid-record: a leaked slot would shrink the cap for good
             if holding:
                 limit.release()
+
+    async def _idle(self) -> bool:
+        """Write the DONE marks the idle lane waits for, then wait for records; ``False`` once
+        the lane closes (records whose marks were not written stay unfinished)."""
+        settling = self._settling
+        if self._closing:
+            return False
+        if settling and not await settling.settle(self.is_closing):
+            return False
+        if not self._queue:  # records may have come while the marks were written
+            self._ready.clear()
+            await self._ready.wait()
+        return True
 
     async def _take_slot(self) -> bool:
         """Take a worker-wide slot, waiting if the cap is reached; ``False``, holding none, if
@@ -281,6 +303,8 @@ class Lane:
             delivery.error = None
             if self.is_closing():
                 return False
+            # the records before it need not wait for their marks as long as it waits
+            await self._settling.settle_once()
             delivery.waiting = True
             try:
                 await self._clock.sleep(delay)

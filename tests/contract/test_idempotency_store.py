@@ -176,6 +176,17 @@ async def test_a_never_started_key_is_claimed_with_its_first_start_prepaid(
     assert await store.start("k", answer.token) == 2
 
 
+async def test_a_start_after_an_attempt_ran_on_the_prepaid_start_counts(
+    store_harness: StoreHarness,
+) -> None:
+    """``start(prepaid_used=True)``: the first attempt ran on the prepaid start with no
+    ``start`` call, so the second attempt's start counts a second one."""
+    store = store_harness.store
+    token = await claimed_token(store_harness, "k")
+    assert await store.start("k", token, prepaid_used=True) == 2
+    assert await store.start("k", token) == 3
+
+
 async def test_a_key_started_before_is_claimed_without_a_prepaid_start(
     store_harness: StoreHarness,
 ) -> None:

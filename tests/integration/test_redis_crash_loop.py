@@ -35,7 +35,8 @@ async def test_a_handler_that_crashes_its_worker_every_time_is_dead_lettered_aft
     """Events ok0, crash0, ok1 on one partition; a worker is started again whenever one dies.
     crash0 starts exactly max_attempts times, one per worker life (each life asserted to end
     in the crash), then the next worker dead-letters it with its original bytes without
-    running it; ok0 and ok1 run once each; the group commits to the end."""
+    running it; ok1 runs once, ok0 at most twice (the first crash may take its queued DONE
+    mark with it); the group commits to the end."""
     suffix = uuid.uuid4().hex[:8]
     setup = ProbeSetup(
         bootstrap=kafka_bootstrap,
@@ -82,7 +83,11 @@ async def test_a_handler_that_crashes_its_worker_every_time_is_dead_lettered_aft
     assert await committed_offsets(kafka_bootstrap, setup.group, setup.topic) == ends
     starts = [line["id"] for line in log.lines() if line["phase"] == "start"]
     assert starts == ["crash0"] * MAX_ATTEMPTS, "no start after the attempts ran out"
-    assert log.done() == {"ok0": 1, "ok1": 1}
+    done = log.done()
+    # ok0's DONE mark was queued when crash0 killed the first life, so it may run twice;
+    # later lives write queued marks before crash0's start, which has a store call of its own
+    assert done["ok0"] in (1, 2), done
+    assert done == {"ok0": done["ok0"], "ok1": 1}
     (dead,) = await read_topic(kafka_bootstrap, f"{setup.topic}.dlq")
     assert dead.value == crash_record.value, "the dead letter carries the original bytes"
     headers = dict(dead.headers)

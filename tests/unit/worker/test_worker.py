@@ -337,7 +337,10 @@ async def test_stop_cancels_a_retry_back_off_at_once_and_releases_its_claim(
     await harness.start(app_a, store=store, rng=LongestBackOff())
     await harness.publish(2)
     await eventually(lambda: ledger.runs == {0: 1, 1: 1}, "a ran both, the second failed")
-    assert app_a.worker.unfinished() == 1, "the failed record waits in its back-off"
+    # the first record is final once its queued DONE mark is written, before the wait
+    await eventually(
+        lambda: app_a.worker.unfinished() == 1, "the failed record waits in its back-off"
+    )
 
     # well before the 30 s back-off and the 10 s drain_timeout
     await stop_within(app_a, 2.0)
@@ -368,7 +371,10 @@ async def test_a_rebalance_cancels_a_retry_back_off_at_once_and_the_new_owner_ru
     await eventually(lambda: app_a.worker.owned() == {p0, p1}, "a owns both partitions")
     await harness.publish(2, key=key_for(1, 2))
     await eventually(lambda: ledger.runs == {0: 1, 1: 1}, "a ran both, the second failed")
-    assert app_a.worker.unfinished() == 1, "the failed record waits in its back-off"
+    # the first record is final once its queued DONE mark is written, before the wait
+    await eventually(
+        lambda: app_a.worker.unfinished() == 1, "the failed record waits in its back-off"
+    )
 
     await harness.start(app_b, store=store)
     await eventually(lambda: ledger.ran("b") == [1], "b ran the record at once")
@@ -423,7 +429,10 @@ async def test_stop_reports_a_record_cut_out_of_its_back_off_as_unfinished(
     await harness.start(app, store=InMemoryIdempotencyStore(), rng=LongestBackOff())
     await harness.publish(2)
     await eventually(lambda: ledger.runs == {0: 1, 1: 1}, "a ran both, the second failed")
-    assert app.worker.unfinished() == 1, "the failed record waits in its back-off"
+    # the first record is final once its queued DONE mark is written, before the wait
+    await eventually(
+        lambda: app.worker.unfinished() == 1, "the failed record waits in its back-off"
+    )
 
     assert await stop_within(app, 2.0) is False
 
