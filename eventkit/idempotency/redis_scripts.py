@@ -135,16 +135,18 @@ local function claim_key(key, replay, tok, lease, attempts_ttl, now)
     redis.call('HDEL', key, 'pp')
   end
   local reported, prepaid = known(e), 0
-  if e.att == 0 then
-    -- never started: the claim counts the first start now, provisionally
-    e.att, e.pp, reported, prepaid = 1, tok, 0, 1
-    redis.call('HSET', key, 'pp', tok)
-  end
   e.tok = tok
   e.ld = now + lease
   e.rt = e.ld + attempts_ttl
-  redis.call('HSET', key, 'tok', e.tok, 'ld', int(e.ld), 'll', int(lease), 'att', int(e.att),
-             'rt', int(e.rt))
+  if e.att == 0 then
+    -- never started: the claim counts the first start now, provisionally
+    e.att, e.pp, reported, prepaid = 1, tok, 0, 1
+    redis.call('HSET', key, 'tok', tok, 'ld', int(e.ld), 'll', int(lease), 'att', 1,
+               'rt', int(e.rt), 'pp', tok)
+  else
+    redis.call('HSET', key, 'tok', tok, 'ld', int(e.ld), 'll', int(lease), 'att', int(e.att),
+               'rt', int(e.rt))
+  end
   if replay then
     redis.call('HSET', key, 'rid', replay)
   elseif e.rid then
@@ -160,8 +162,11 @@ end
 #: KEYS: the storage keys of the marks, then those of the claims in request order (a claimed
 #: key may repeat: the second is BUSY).
 #: ARGV[1]: lease, ms; ARGV[2]: attempts TTL, ms; ARGV[3]: the call's token secret;
-#: ARGV[4]: the number of marks ``m``; then four per mark: token, outcome, payload hash,
-#: done TTL in ms; then one per claim: its replay id, ``-`` for none or ``+`` then the id.
+#: ARGV[4]: the number of marks ``m``; ARGV[5]: the marks, four words each (token, outcome,
+#: payload hash, done TTL in ms), every word followed by one space; ARGV[6]: one character
+#: per claim, ``-`` for an original delivery or ``+`` for a replay, whose id is the next of
+#: ARGV[7...] in order.
+#: (Packed into few arguments: the client spends more per argument than the script does.)
 #: Reply: ``{marks, claims}``: ``marks`` has 1 (done) or 0 (the token holds no live lease)
 #: per mark; ``claims`` one array per key, in request order:
 #: ``{1, attempts, prepaid}`` CLAIMED with token ``secret .. '-' .. (i - 1)``;
@@ -176,19 +181,23 @@ local attempts_ttl = tonumber(ARGV[2])
 local secret = ARGV[3]
 local marks = tonumber(ARGV[4])
 local recorded = {}
-for i = 1, marks do
-  local a = 4 + (i - 1) * 4
-  recorded[i] = mark_done(KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4]),
-                          now)
+local i, words = 0, string.gmatch(ARGV[5], '([^ ]*) ')
+while i < marks do
+  i = i + 1
+  local token, out, ph, ttl = words(), words(), words(), tonumber(words())
+  recorded[i] = mark_done(KEYS[i], token, out, ph, ttl, now)
 end
-local first = 4 + marks * 4
+local kinds = ARGV[6]
 local claims = {}
-for i = marks + 1, #KEYS do
-  local n = i - marks
-  local arg = ARGV[first + n]
+local replays = 6
+for n = 1, #KEYS - marks do
   local replay = false
-  if string.sub(arg, 1, 1) == '+' then replay = string.sub(arg, 2) end
-  claims[n] = claim_key(KEYS[i], replay, secret .. '-' .. (n - 1), lease, attempts_ttl, now)
+  if string.byte(kinds, n) == 43 then  -- '+'
+    replays = replays + 1
+    replay = ARGV[replays]
+  end
+  claims[n] = claim_key(KEYS[marks + n], replay, secret .. '-' .. (n - 1), lease, attempts_ttl,
+                        now)
 end
 return {recorded, claims}
 """

@@ -459,6 +459,57 @@ async def test_settle_refuses_the_mark_of_a_lost_lease_and_writes_the_rest(
     assert await store.complete("lost", holder, Outcome.HANDLED, HASH, store_harness.ttl)
 
 
+async def test_settle_keeps_each_claims_replay_id_and_each_marks_fields_apart(
+    store_harness: StoreHarness,
+) -> None:
+    """Replays and originals mixed in one call each get their own answer, and marks with an
+    empty payload hash or a foreign token with a space in it are read field by field: the
+    empty hash is recorded, the foreign token is refused as lost."""
+    store = store_harness.store
+    for key in ("replayed-a", "replayed-b"):
+        token = await claimed_token(store_harness, key)
+        await store.complete(key, token, Outcome.DEAD_LETTERED, HASH, store_harness.ttl)
+    empty = await claimed_token(store_harness, "empty-hash")
+    held = await claimed_token(store_harness, "held")
+    settled = await store.settle(
+        [
+            Completion("empty-hash", empty, Outcome.HANDLED, "", store_harness.ttl),
+            Completion("held", held + " forged", Outcome.HANDLED, HASH, store_harness.ttl),
+        ],
+        [
+            ClaimRequest("replayed-a", "replay one"),
+            ClaimRequest("fresh"),
+            ClaimRequest("replayed-b", "+-replay two"),
+            ClaimRequest("replayed-a"),
+        ],
+        store_harness.lease,
+    )
+    assert settled.recorded == [True, False]
+    statuses = [answer.status for answer in settled.claims]
+    assert statuses == [
+        ClaimStatus.CLAIMED,
+        ClaimStatus.CLAIMED,
+        ClaimStatus.CLAIMED,
+        ClaimStatus.BUSY,
+    ]
+    duplicate = await claim(store_harness, "empty-hash")
+    assert duplicate.status is ClaimStatus.DUPLICATE
+    assert duplicate.payload_hash == ""
+    assert (await claim(store_harness, "held")).status is ClaimStatus.BUSY
+    first_replay = settled.claims[0].token
+    assert first_replay is not None
+    # dead-lettered again under its own replay id: that id, and only that one, is spent
+    await store.complete("replayed-a", first_replay, Outcome.DEAD_LETTERED, HASH, store_harness.ttl)
+    again = await claim(store_harness, "replayed-a", replay_id="replay one")
+    assert again.status is ClaimStatus.DUPLICATE
+    assert (await claim(store_harness, "replayed-a", replay_id="+-replay two")).status is (
+        ClaimStatus.CLAIMED
+    )
+    assert (await claim(store_harness, "replayed-b", replay_id="+-replay two")).status is (
+        ClaimStatus.BUSY
+    )
+
+
 async def test_settle_with_nothing_to_do_answers_nothing(store_harness: StoreHarness) -> None:
     """An empty ``settle`` writes and claims nothing."""
     settled = await store_harness.store.settle([], [], store_harness.lease)

@@ -35,6 +35,7 @@ CATCHING_TESTS = {
         "test_memory_store_defaults_to_the_system_clock",
         "test_settle_refuses_a_mark_with_an_outcome_not_recorded_writing_nothing",
         "test_settle_refuses_the_mark_of_a_lost_lease_and_writes_the_rest",
+        "test_settle_keeps_each_claims_replay_id_and_each_marks_fields_apart",
     },
     "complete_without_token_check": {
         "test_complete_with_wrong_token_is_refused",
@@ -45,6 +46,7 @@ CATCHING_TESTS = {
         "test_released_token_no_longer_works",
         "test_a_started_key_whose_lease_expired_refuses_its_old_token_everywhere",
         "test_settle_refuses_the_mark_of_a_lost_lease_and_writes_the_rest",
+        "test_settle_keeps_each_claims_replay_id_and_each_marks_fields_apart",
     },
     "effects_without_token_check": {
         "test_complete_with_effects_after_takeover_applies_nothing",
