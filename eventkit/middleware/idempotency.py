@@ -285,7 +285,7 @@ class IdempotencyGuard:
         Queued DONE marks are written first: a record cut off after its handler succeeded
         (its lane's task was cancelled, say) is then final, not left to run again.
         """
-        if self._marks:
+        if self._marks or self._writing:  # marks in flight too: a release must not pass them
             with contextlib.suppress(StoreUnavailableError):
                 await self.flush()
         for delivery in deliveries:

@@ -278,6 +278,8 @@ class KeyedLane:
                 return False
             # the records of other keys need not wait for their marks as long as it waits
             await self._settling.settle_once()
+            if self.is_closing():  # closed while the marks were written
+                return False
             delivery.waiting = True
             try:
                 await self._clock.sleep(delay)

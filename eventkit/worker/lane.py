@@ -266,6 +266,8 @@ class Lane:
             return False
         if settling and not await settling.settle(self.is_closing):
             return False
+        if self.is_closing():  # closed while the marks were written: its wake-up is spent
+            return False
         if not self._queue:  # records may have come while the marks were written
             self._ready.clear()
             await self._ready.wait()
@@ -305,6 +307,8 @@ class Lane:
                 return False
             # the records before it need not wait for their marks as long as it waits
             await self._settling.settle_once()
+            if self.is_closing():  # closed while the marks were written
+                return False
             delivery.waiting = True
             try:
                 await self._clock.sleep(delay)
